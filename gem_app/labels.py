@@ -1,0 +1,590 @@
+"""Cluster labels: top terms by term GIS, representative documents, optional LLM names.
+
+``cluster_labels`` builds a vocabulary from the texts (scikit-learn's CountVectorizer:
+unigrams and bigrams, English stop words, ``min_df``/``max_df``), scores every term with
+``G(t, k)`` (:mod:`gem_app.gis`), and keeps each cluster's best terms after removing
+near-duplicates (a term sharing a word, or a plural/prefix variant of a word, with a
+term already chosen) and, with ``diversity > 0``, maximal marginal relevance over
+document co-occurrence. The label is the top three terms joined by ", ".
+
+When the texts yield no vocabulary at all (every text empty after stop words, or
+``min_df``/``max_df`` prune every term), the result is still valid: every cluster has
+no terms, the label ``"cluster k"``, and ``LabelSet.note`` says why.
+
+``llm_labels`` optionally renames clusters through an OpenAI-compatible chat endpoint
+that the user configures; it never opens a connection unless configured, and every
+failure falls back to the GIS label and says so.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import CountVectorizer
+
+from gem_app.gis import QInput, cluster_masses, compute_gis, iter_assignment_chunks
+
+__all__ = [
+    "ClusterLabel",
+    "LLMLabelResult",
+    "LabelSet",
+    "build_vocabulary",
+    "cluster_labels",
+    "llm_labels",
+    "representative_documents",
+    "select_terms",
+]
+
+SNIPPET_CHARS = 240
+
+
+@dataclass
+class ClusterLabel:
+    """Label of one cluster.
+
+    Attributes
+    ----------
+    cluster : int
+    label : str
+        The name shown to users (GIS label, or the LLM's name when ``source == "llm"``).
+    terms : list of str
+        Top terms by ``G(t, k)``, near-duplicates removed, best first.
+    term_scores : list of float
+        ``G(t, k)`` of ``terms``, in nats.
+    documents : list of dict
+        Representative documents: ``{"row": int, "score": float, "text": str}``.
+    mass : float
+        ``rho_k``.
+    gis_label : str
+        The label from terms alone (kept when an LLM renames the cluster).
+    source : str
+        ``"gis"`` or ``"llm"``.
+    """
+
+    cluster: int
+    label: str
+    terms: list[str]
+    term_scores: list[float]
+    documents: list[dict[str, Any]]
+    mass: float
+    gis_label: str = ""
+    source: str = "gis"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LabelSet:
+    """Labels of all clusters; behaves like a list of :class:`ClusterLabel`."""
+
+    clusters: list[ClusterLabel]
+    vocabulary_size: int
+    note: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def __iter__(self):
+        return iter(self.clusters)
+
+    def __len__(self) -> int:
+        return len(self.clusters)
+
+    def __getitem__(self, k: int) -> ClusterLabel:
+        return self.clusters[k]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "vocabulary_size": self.vocabulary_size,
+            "note": self.note,
+            "parameters": dict(self.parameters),
+            "clusters": [c.to_dict() for c in self.clusters],
+        }
+
+
+# ----------------------------------------------------------------------------- vocabulary
+
+
+def _check_df(name: str, value) -> None:
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be an int >= 1 or a float in (0, 1], got {value!r}")
+    if isinstance(value, (int, np.integer)):
+        if value < 1:
+            raise ValueError(f"{name} as a document count must be >= 1, got {value}")
+    elif isinstance(value, (float, np.floating)):
+        if not 0 < value <= 1:
+            raise ValueError(f"{name} as a proportion must be in (0, 1], got {value}")
+    else:
+        raise ValueError(f"{name} must be an int >= 1 or a float in (0, 1], got {value!r}")
+
+
+def _check_texts(texts) -> list[str]:
+    texts = list(texts)
+    for row, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise ValueError(f"text at row {row} is {type(text).__name__}, not str")
+    return texts
+
+
+def build_vocabulary(
+    texts,
+    *,
+    min_df: int | float = 2,
+    max_df: int | float = 0.95,
+    ngram_range: tuple[int, int] = (1, 2),
+    max_features: int | None = 50_000,
+) -> tuple[sp.csr_matrix, np.ndarray, str]:
+    """Binary document-term matrix of unigrams and bigrams, English stop words removed.
+
+    Parameters
+    ----------
+    texts : sequence of str, length N
+    min_df, max_df : int or float
+        Document-frequency bounds as in ``CountVectorizer`` (count, or proportion of N).
+    ngram_range : (int, int)
+    max_features : int or None
+        Keep the most frequent terms only.
+
+    Returns
+    -------
+    presence : csr_matrix of shape (N, V), float64 in {0, 1}
+    terms : ndarray of shape (V,), str
+    note : str
+        Empty, or why the vocabulary is empty (V = 0): every text empty after stop
+        words, or every term pruned by ``min_df``/``max_df``. Never raises for that.
+    """
+    _check_df("min_df", min_df)
+    _check_df("max_df", max_df)
+    if max_features is not None and max_features < 1:
+        raise ValueError(f"max_features must be >= 1 or None, got {max_features}")
+    texts = _check_texts(texts)
+    vectorizer = CountVectorizer(
+        ngram_range=tuple(ngram_range),
+        stop_words="english",
+        min_df=min_df,
+        max_df=max_df,
+        max_features=max_features,
+        binary=True,
+        dtype=np.float64,
+    )
+    try:
+        presence = vectorizer.fit_transform(texts)
+    except ValueError as exc:  # empty vocabulary, or nothing left after pruning
+        empty = sp.csr_matrix((len(texts), 0), dtype=np.float64)
+        return empty, np.array([], dtype=str), f"empty vocabulary ({exc})"
+    return sp.csr_matrix(presence), vectorizer.get_feature_names_out(), ""
+
+
+# ----------------------------------------------------------------------------- term choice
+
+
+def _similar_words(a: str, b: str) -> bool:
+    """Same word, or a plural/prefix variant (``network`` / ``networks``)."""
+    if a == b:
+        return True
+    short, long = sorted((a, b), key=len)
+    return len(short) >= 3 and long.startswith(short) and len(long) - len(short) <= 2
+
+
+def _near_duplicate(term: str, chosen: str) -> bool:
+    """Terms that share a word, or a variant of a word, are near-duplicates."""
+    return any(_similar_words(a, b) for a in term.split() for b in chosen.split())
+
+
+def select_terms(
+    scores: np.ndarray,
+    terms: np.ndarray,
+    presence: sp.csr_matrix,
+    *,
+    n_terms: int = 8,
+    diversity: float = 0.2,
+    pool_size: int | None = None,
+) -> list[int]:
+    """Indices of the best terms of one cluster, near-duplicates removed, best first.
+
+    Greedy maximal marginal relevance: among the candidates with ``G > 0`` (the
+    ``pool_size`` best), take the one maximising
+    ``(1 - diversity) * G / max G - diversity * max cos(candidate, chosen)``, where cos
+    is the cosine of the two terms' document-presence columns, and skip any
+    near-duplicate (see :func:`_near_duplicate`) of a chosen term.
+
+    Parameters
+    ----------
+    scores : ndarray of shape (V,)
+        ``G(t, k)`` of the cluster.
+    terms : ndarray of shape (V,)
+    presence : sparse matrix of shape (N, V), binary
+    n_terms : int
+    diversity : float in [0, 1]
+        0 ranks by GIS alone.
+    pool_size : int, optional
+        Candidates considered; default ``max(50, 5 * n_terms)``.
+
+    Returns
+    -------
+    list of int, at most ``n_terms`` long
+    """
+    positive = np.flatnonzero(scores > 0)
+    if positive.size == 0 or n_terms == 0:
+        return []
+    pool_size = pool_size or max(50, 5 * n_terms)
+    order = positive[np.lexsort((terms[positive], -scores[positive]))][:pool_size]
+    relevance = scores[order] / scores[order[0]]
+    columns = sp.csc_matrix(presence)[:, order]  # no copy when already CSC
+    co = (columns.T @ columns).toarray()
+    norms = np.sqrt(np.diag(co))
+    cosine = co / np.maximum(np.outer(norms, norms), 1e-300)
+    chosen: list[int] = []
+    redundancy = np.zeros(order.size)
+    available = np.ones(order.size, dtype=bool)
+    while len(chosen) < n_terms and available.any():
+        mmr = (1 - diversity) * relevance - diversity * redundancy
+        mmr[~available] = -np.inf
+        best = int(np.argmax(mmr))
+        chosen.append(best)
+        available[best] = False
+        redundancy = np.maximum(redundancy, cosine[best])
+        for j in np.flatnonzero(available):
+            if _near_duplicate(str(terms[order[j]]), str(terms[order[best]])):
+                available[j] = False
+    return [int(order[j]) for j in chosen]
+
+
+# ----------------------------------------------------------------------------- documents
+
+
+def representative_documents(
+    q: QInput, points, mean_directions, *, n_docs: int = 3, chunk_size: int = 8192
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows with the highest ``q_ik * mu_k . x_i`` per cluster, streamed over chunks.
+
+    Parameters
+    ----------
+    q : ndarray of shape (N, K) or chunk source (see :func:`gem_app.gis.iter_assignment_chunks`)
+    points : ndarray of shape (N, d)
+        Points on the sphere ``x_i``; ``None`` ranks by ``q_ik`` alone.
+    mean_directions : ndarray of shape (K, d)
+        ``mu_k``; ``None`` together with ``points``.
+    n_docs : int
+
+    Returns
+    -------
+    rows : ndarray of shape (K, min(n_docs, N)), int64, best first
+    scores : ndarray of the same shape, float64
+    """
+    if n_docs < 1:
+        raise ValueError(f"n_docs must be >= 1, got {n_docs}")
+    if (points is None) != (mean_directions is None):
+        raise ValueError("give both points and mean_directions, or neither")
+    if points is not None:
+        points = np.asarray(points)
+        mu = np.asarray(mean_directions, dtype=np.float64)
+        if points.ndim != 2 or mu.ndim != 2 or points.shape[1] != mu.shape[1]:
+            raise ValueError(
+                f"points {points.shape} and mean_directions {mu.shape} need shapes (N, d), (K, d)"
+            )
+    best_rows = best_scores = None
+    for row_ids, chunk in iter_assignment_chunks(q, chunk_size):
+        if points is None:
+            score = chunk
+        else:
+            if mu.shape[0] != chunk.shape[1]:
+                raise ValueError(
+                    f"mean_directions has {mu.shape[0]} rows but q has K = {chunk.shape[1]}"
+                )
+            if row_ids.size and row_ids.max() >= points.shape[0]:
+                raise ValueError(
+                    f"row {int(row_ids.max())} of q has no point (points has {points.shape[0]})"
+                )
+            score = chunk * (np.asarray(points[row_ids], dtype=np.float64) @ mu.T)
+        rows = np.broadcast_to(row_ids[None, :], (chunk.shape[1], row_ids.size))
+        if best_rows is None:
+            cand_rows, cand_scores = rows, score.T
+        else:
+            cand_rows = np.hstack([best_rows, rows])
+            cand_scores = np.hstack([best_scores, score.T])
+        keep = min(n_docs, cand_rows.shape[1])
+        if cand_rows.shape[1] > keep:  # cheap top-`keep` first, then an exact small sort
+            top = np.argpartition(-cand_scores, keep - 1, axis=1)[:, :keep]
+            cand_rows = np.take_along_axis(cand_rows, top, axis=1)
+            cand_scores = np.take_along_axis(cand_scores, top, axis=1)
+        order = np.lexsort((cand_rows, -cand_scores), axis=1)
+        best_rows = np.take_along_axis(cand_rows, order, axis=1)
+        best_scores = np.take_along_axis(cand_scores, order, axis=1)
+    if best_rows is None:
+        raise ValueError("q has no rows")
+    return best_rows.astype(np.int64), best_scores
+
+
+def _snippet(text: str) -> str:
+    text = re.sub(r"\s+", " ", text).strip()
+    return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1].rstrip() + "…"
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def cluster_labels(
+    texts,
+    q: QInput,
+    rho=None,
+    weights=None,
+    *,
+    n_terms: int = 8,
+    min_df: int | float = 2,
+    max_df: int | float = 0.95,
+    diversity: float = 0.2,
+    points=None,
+    mean_directions=None,
+    n_docs: int = 3,
+    chunk_size: int = 8192,
+) -> LabelSet:
+    """Label every cluster by its top GIS terms and representative documents.
+
+    Parameters
+    ----------
+    texts : sequence of str, length N
+    q : ndarray of shape (N, K), or a re-iterable chunk source (list, or callable)
+        Soft assignments (read twice: terms, then documents).
+    rho : ndarray of shape (K,), optional
+        Cluster masses; computed from ``q`` and ``weights`` when omitted.
+    weights : ndarray of shape (N,), optional
+        Document masses ``a_i`` (tokens); ones when omitted.
+    n_terms : int
+        Terms per cluster.
+    min_df, max_df : int or float
+        Vocabulary document-frequency bounds (see :func:`build_vocabulary`).
+    diversity : float in [0, 1]
+        MMR trade-off (see :func:`select_terms`).
+    points, mean_directions : ndarray of shape (N, d) and (K, d), optional
+        Rank representative documents by ``q_ik * mu_k . x_i``; by ``q_ik`` without.
+    n_docs : int
+        Representative documents per cluster.
+
+    Returns
+    -------
+    LabelSet
+        One :class:`ClusterLabel` per cluster; a cluster without positive-GIS terms
+        (or an empty vocabulary) is labelled ``"cluster k"``.
+    """
+    if not isinstance(n_terms, (int, np.integer)) or n_terms < 1:
+        raise ValueError(f"n_terms must be an int >= 1, got {n_terms!r}")
+    if not 0 <= diversity <= 1:
+        raise ValueError(f"diversity must be in [0, 1], got {diversity}")
+    if isinstance(q, Iterator):
+        raise ValueError("q is a one-shot iterator; pass an array, a list or a callable of chunks")
+    texts = _check_texts(texts)
+    if hasattr(q, "shape") and q.shape[0] != len(texts):
+        raise ValueError(f"q has {q.shape[0]} rows but there are {len(texts)} texts")
+    presence, terms, note = build_vocabulary(texts, min_df=min_df, max_df=max_df)
+    if rho is None:
+        rho = cluster_masses(q, weights, chunk_size=chunk_size)
+    gis = compute_gis(q, rho, weights, presence, chunk_size=chunk_size)
+    if gis.document.shape[0] != len(texts):
+        raise ValueError(f"q has {gis.document.shape[0]} rows but there are {len(texts)} texts")
+    rows, doc_scores = representative_documents(
+        q, points, mean_directions, n_docs=n_docs, chunk_size=chunk_size
+    )
+    by_term = sp.csc_matrix(presence)
+    labels = []
+    for k in range(gis.cluster.shape[0]):
+        chosen = select_terms(gis.term[:, k], terms, by_term, n_terms=n_terms, diversity=diversity)
+        chosen_terms = [str(terms[t]) for t in chosen]
+        label = ", ".join(chosen_terms[:3]) or f"cluster {k}"
+        documents = [
+            {"row": int(r), "score": float(s), "text": _snippet(texts[r])}
+            for r, s in zip(rows[k], doc_scores[k], strict=True)
+        ]
+        labels.append(
+            ClusterLabel(
+                cluster=k,
+                label=label,
+                terms=chosen_terms,
+                term_scores=[float(gis.term[t, k]) for t in chosen],
+                documents=documents,
+                mass=float(np.asarray(rho, dtype=float)[k]),
+                gis_label=label,
+            )
+        )
+    parameters = {"n_terms": n_terms, "min_df": min_df, "max_df": max_df, "diversity": diversity}
+    return LabelSet(
+        clusters=labels, vocabulary_size=int(terms.size), note=note, parameters=parameters
+    )
+
+
+# ----------------------------------------------------------------------------- LLM names
+
+ENV_BASE_URL, ENV_MODEL, ENV_API_KEY = "GEM_LLM_BASE_URL", "GEM_LLM_MODEL", "GEM_LLM_API_KEY"
+MAX_NAME_CHARS = 60
+_SYSTEM_PROMPT = (
+    "You name clusters of documents for a pre-training data curation tool. "
+    "Reply with a short, specific name of 2 to 5 words and nothing else."
+)
+
+
+@dataclass
+class LLMLabelResult:
+    """Outcome of :func:`llm_labels`.
+
+    Attributes
+    ----------
+    clusters : list of ClusterLabel
+        Renamed (``source == "llm"``) or unchanged GIS labels.
+    message : str
+        What happened, including every fallback and its reason.
+    configured : bool
+        False when no endpoint was configured (nothing was called).
+    failures : dict of int to str
+        Cluster -> reason its GIS label was kept.
+    """
+
+    clusters: list[ClusterLabel]
+    message: str
+    configured: bool
+    failures: dict[int, str] = field(default_factory=dict)
+
+
+class _EndpointDown(Exception):
+    """Timeout or connection failure: the remaining clusters are not attempted."""
+
+
+def _user_prompt(cluster: ClusterLabel, max_documents: int) -> str:
+    lines = [f"Top terms: {', '.join(cluster.terms) or '(none)'}", "Representative documents:"]
+    lines += [f"{i + 1}. {d['text']}" for i, d in enumerate(cluster.documents[:max_documents])]
+    return "\n".join(lines)
+
+
+def _parse_name(body: bytes) -> str:
+    """The cluster name from a chat-completions response body; ValueError if unusable."""
+    try:
+        content = json.loads(body)["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise ValueError(f"unexpected response ({type(exc).__name__})") from exc
+    if not isinstance(content, str):
+        raise ValueError("the response content is not text")
+    line = next((ln for ln in content.splitlines() if ln.strip()), "")
+    marks = " \t\"'`*."
+    name = re.sub(r"^(cluster\s+)?name\s*:", "", line.strip(marks), flags=re.IGNORECASE)
+    name = name.strip(marks)
+    if not name:
+        raise ValueError("the response holds an empty name")
+    if len(name) > MAX_NAME_CHARS:
+        name = name[:MAX_NAME_CHARS].rsplit(" ", 1)[0].rstrip(",;:") + "…"
+    return name
+
+
+def _request_name(url: str, model: str, api_key: str | None, prompt: str, timeout: float) -> str:
+    payload = {
+        "model": model,
+        "temperature": 0,
+        "max_tokens": 24,
+        "messages": [
+            {"role": "system", "content": _SYSTEM_PROMPT},
+            {"role": "user", "content": prompt},
+        ],
+    }
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers=headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            body = response.read(1_000_000)
+    except urllib.error.HTTPError as exc:
+        raise ValueError(f"HTTP {exc.code}") from exc
+    except (TimeoutError, urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, TimeoutError) or isinstance(exc, TimeoutError):
+            raise _EndpointDown(f"no answer within {timeout:g} s") from exc
+        raise _EndpointDown(f"connection failed ({type(reason).__name__})") from exc
+    return _parse_name(body)
+
+
+def _endpoint(base_url: str) -> str:
+    parts = urllib.parse.urlparse(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"LLM base URL must be http(s)://host[:port][/path], got {base_url!r}")
+    return base_url.rstrip("/") + "/chat/completions"
+
+
+def llm_labels(
+    clusters,
+    *,
+    base_url: str | None = None,
+    model: str | None = None,
+    api_key: str | None = None,
+    timeout: float = 20.0,
+    max_documents: int = 3,
+) -> LLMLabelResult:
+    """Short cluster names from an OpenAI-compatible chat endpoint, with GIS fallback.
+
+    Parameters
+    ----------
+    clusters : LabelSet or list of ClusterLabel
+    base_url, model, api_key : str, optional
+        Default to the environment variables ``GEM_LLM_BASE_URL``, ``GEM_LLM_MODEL``
+        and ``GEM_LLM_API_KEY``. Without a base URL and a model nothing is called.
+        The request is ``POST {base_url}/chat/completions``.
+    timeout : float
+        Seconds per request. After a timeout or connection failure the remaining
+        clusters are not attempted (they keep their GIS labels).
+    max_documents : int
+        Representative documents quoted per cluster.
+
+    Returns
+    -------
+    LLMLabelResult
+        HTTP errors and unusable answers fall back per cluster; ``message`` says which.
+    """
+    clusters = list(clusters)
+    base_url = (base_url or os.environ.get(ENV_BASE_URL, "")).strip()
+    model = (model or os.environ.get(ENV_MODEL, "")).strip()
+    api_key = (api_key or os.environ.get(ENV_API_KEY, "")).strip() or None
+    if not base_url or not model:
+        missing = [n for n, v in ((ENV_BASE_URL, base_url), (ENV_MODEL, model)) if not v]
+        message = f"LLM labeller not configured (set {' and '.join(missing)}); GIS labels kept"
+        return LLMLabelResult(clusters=clusters, message=message, configured=False)
+    if not timeout > 0:
+        raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+    url = _endpoint(base_url)
+    renamed, failures, down = [], {}, None
+    for cluster in clusters:
+        if down is not None:
+            failures[cluster.cluster] = f"not attempted after: {down}"
+            renamed.append(cluster)
+            continue
+        try:
+            name = _request_name(url, model, api_key, _user_prompt(cluster, max_documents), timeout)
+        except _EndpointDown as exc:
+            down = str(exc)
+            failures[cluster.cluster] = down
+            renamed.append(cluster)
+        except ValueError as exc:
+            failures[cluster.cluster] = str(exc)
+            renamed.append(cluster)
+        else:
+            renamed.append(_replace_label(cluster, name))
+    n_ok = len(clusters) - len(failures)
+    message = f"LLM labeller ({model}): {n_ok} of {len(clusters)} clusters named"
+    if failures:
+        reasons = "; ".join(f"cluster {k}: {why}" for k, why in failures.items())
+        message += f"; GIS labels kept for {len(failures)} ({reasons})"
+    return LLMLabelResult(clusters=renamed, message=message, configured=True, failures=failures)
+
+
+def _replace_label(cluster: ClusterLabel, name: str) -> ClusterLabel:
+    data = cluster.to_dict()
+    data.update(label=name, source="llm", gis_label=cluster.gis_label or cluster.label)
+    return ClusterLabel(**data)

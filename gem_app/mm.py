@@ -1,0 +1,439 @@
+"""The MM (block-ascent) steps of GEM, on row chunks, in torch.
+
+Notation follows ../shared/design/METHOD.md and docs/method.md. Rows are
+processed in chunks: the corrected points x_i (on the sphere, anisotropy
+removed) are formed chunk by chunk in the compute dtype and kept only when they
+fit a memory budget, so that the N x K score matrix (in the compute dtype:
+float32 for float32 input) is the one large buffer, and only while the dual
+needs it. Statistics are accumulated in float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import warnings
+
+import numpy as np
+import torch
+from scipy import optimize
+
+from gem_app.sphere import log_normalizer, solve_kappa
+
+KAPPA_MIN = 1e-3
+KAPPA_MAX = 1e5
+
+
+def resolve_device(device: str | torch.device, X=None) -> torch.device:
+    """``"auto"`` picks the input's device for tensors, else CUDA when torch sees it, else CPU."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if isinstance(X, torch.Tensor):
+            return X.device
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for but torch sees no CUDA device")
+    return torch.device(device)
+
+
+def compute_dtype(X) -> torch.dtype:
+    """float64 input is computed in float64, everything else in float32."""
+    dtype = X.dtype
+    if dtype in (np.float64, torch.float64):
+        return torch.float64
+    return torch.float32
+
+
+def chunk_rows(n_features: int, n_clusters: int, device: torch.device) -> int:
+    """Rows per chunk: about 32 MB (CPU) or 512 MB (GPU) for the widest chunk buffer."""
+    budget = (2**27 if device.type == "cuda" else 2**23) // max(n_features, n_clusters, 1)
+    return int(min(max(budget, 256), 1 << 20))
+
+
+def entropy(p: np.ndarray) -> float:
+    """Shannon entropy in nats of a probability vector, with 0 log 0 = 0."""
+    p = np.asarray(p, dtype=np.float64)
+    nz = p[p > 0]
+    return float(-(nz * np.log(nz)).sum())
+
+
+POINT_CACHE_BYTES = 2**30
+
+
+class Rows:
+    """The input rows as chunks of corrected points x_i on the compute device.
+
+    x_i = normalize(L (u_i - m)) with u_i = e_i / ||e_i|| (m = 0 without centring,
+    L = I without whitening), computed in the compute dtype. The points are cached
+    when the input had to be copied anyway (another dtype or device) or when they
+    take less than POINT_CACHE_BYTES; otherwise each pass recomputes them from the
+    input rows, with the same arithmetic, so both paths give identical numbers.
+
+    Parameters
+    ----------
+    X : ndarray or Tensor, shape (n_samples, n_features)
+    sample_weight : ndarray, shape (n_samples,), float64
+    mean : ndarray, shape (n_features,) or None
+    whitening : ndarray, shape (n_features, n_features) or None
+
+    Raises
+    ------
+    ValueError
+        When a row's corrected vector L(u_i - m) is zero (it has no direction).
+    """
+
+    def __init__(self, X, sample_weight, mean, whitening, *, device, dtype, chunk_size):
+        self.X, self.device, self.dtype = X, device, dtype
+        n, d = X.shape
+        self.bounds = [(a, min(a + chunk_size, n)) for a in range(0, n, chunk_size)]
+        self.mean = None if mean is None else torch.as_tensor(mean, device=device, dtype=dtype)
+        self.whitening_t = (
+            None if whitening is None
+            else torch.as_tensor(whitening.T, device=device, dtype=dtype).contiguous()
+        )
+        self.weight = [
+            torch.as_tensor(sample_weight[a:b], device=device, dtype=torch.float64)
+            for a, b in self.bounds
+        ]
+        self.total_weight = float(np.sum(sample_weight))
+        self.n_rows, self.n_features = n, d
+        itemsize = torch.finfo(dtype).bits // 8
+        copied = not (
+            isinstance(X, np.ndarray | torch.Tensor)
+            and device.type == "cpu"
+            and X.dtype in (np.float32, np.float64, torch.float32, torch.float64)
+        )
+        self._cache = [] if copied or n * d * itemsize <= POINT_CACHE_BYTES else None
+        degenerate: list[int] = []
+        for j, (a, _) in enumerate(self.bounds):
+            x, bad = self._compute(j)
+            if bool(bad.any()):
+                degenerate.extend((a + torch.nonzero(bad).flatten().cpu().numpy()).tolist())
+            if self._cache is not None:
+                self._cache.append(x)
+        if degenerate:
+            shown = ", ".join(str(i) for i in degenerate[:10])
+            more = f" and {len(degenerate) - 10} more" if len(degenerate) > 10 else ""
+            raise ValueError(
+                f"rows {shown}{more} coincide with the mean direction, so they have no direction "
+                "left after the anisotropy correction; remove them or use center=False"
+            )
+
+    def __len__(self) -> int:
+        return len(self.bounds)
+
+    def _compute(self, j: int):
+        a, b = self.bounds[j]
+        e = torch.as_tensor(self.X[a:b]).to(device=self.device, dtype=self.dtype)
+        v = e / torch.linalg.vector_norm(e, dim=1, keepdim=True)
+        if self.mean is not None:
+            v = v - self.mean
+        if self.whitening_t is not None:
+            v = v @ self.whitening_t
+        norm = torch.linalg.vector_norm(v, dim=1, keepdim=True)
+        bad = norm[:, 0] <= 1e-6
+        return v / norm, bad
+
+    def points(self, j: int) -> torch.Tensor:
+        """x for chunk j, shape (n_j, n_features), compute dtype."""
+        return self._cache[j] if self._cache is not None else self._compute(j)[0]
+
+    def gather(self, indices) -> np.ndarray:
+        """x for the given row indices as float64 numpy, shape (len(indices), n_features)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        starts = np.array([a for a, _ in self.bounds])
+        which = np.searchsorted(starts, indices, side="right") - 1
+        out = np.empty((len(indices), self.n_features))
+        for j in np.unique(which):
+            pos = np.flatnonzero(which == j)
+            local = torch.as_tensor(indices[pos] - starts[j], device=self.device)
+            out[pos] = self.points(int(j))[local].to(torch.float64).cpu().numpy()
+        return out
+
+
+def prepare_rows(X, sample_weight, mean, whitening, *, device, dtype, chunk_size) -> Rows:
+    """Chunk X into corrected points on ``device`` (see :class:`Rows`)."""
+    return Rows(X, sample_weight, mean, whitening, device=device, dtype=dtype, chunk_size=chunk_size)
+
+
+@dataclass
+class Params:
+    """vMF parameters in float64 numpy: mean directions (K, d), concentrations (K,), log prior (K,)."""
+
+    mean_directions: np.ndarray
+    concentrations: np.ndarray
+    log_prior: np.ndarray
+
+    @property
+    def bias(self) -> np.ndarray:
+        """b_k = log C_d(kappa_k) + log pi_k, shape (K,)."""
+        d = self.mean_directions.shape[1]
+        return log_normalizer(d, self.concentrations) + self.log_prior
+
+
+class ScoreMap:
+    """s_ik = kappa_k mu_k . x_i + log C_d(kappa_k) + log pi_k for one parameter set, by chunk."""
+
+    def __init__(self, params: Params, *, device, dtype):
+        w = params.concentrations[:, None] * params.mean_directions
+        self.weight_t = torch.as_tensor(w.T, device=device, dtype=dtype).contiguous()
+        self.bias = torch.as_tensor(params.bias, device=device, dtype=dtype)
+
+    def __call__(self, rows: Rows, j: int) -> torch.Tensor:
+        return torch.addmm(self.bias, rows.points(j), self.weight_t)
+
+
+@dataclass
+class QStats:
+    """Weighted statistics of one soft assignment q = softmax((s + eta)/T), all float64.
+
+    masses : (K,) rho_k = sum_i a_i q_ik / A
+    second_moments : (K, K) sum_i a_i q_i q_i^T / A, or its diagonal (K,) when K is large
+    mean_lse : float, (1/A) sum_i a_i logsumexp_k((s_ik + eta_k)/T)
+    """
+
+    masses: np.ndarray
+    second_moments: np.ndarray
+    mean_lse: float
+
+    def objective(self, eta: np.ndarray, temperature: float, balance: float) -> float:
+        """J(q(eta)) = T mean_lse - rho . eta + lambda H(rho)  (see docs/method.md)."""
+        return float(
+            temperature * self.mean_lse - self.masses @ eta + balance * entropy(self.masses)
+        )
+
+    def dual(self, eta: np.ndarray, temperature: float, balance: float) -> float:
+        """g(eta) = T mean_lse + lambda logsumexp(-eta / lambda)."""
+        v = -eta / balance
+        top = v.max()
+        return float(temperature * self.mean_lse + balance * (top + np.log(np.exp(v - top).sum())))
+
+
+def _chunk_q(s: torch.Tensor, eta_t: torch.Tensor, temperature: float):
+    z = (s + eta_t) / temperature
+    lse = torch.logsumexp(z, dim=1)
+    q = torch.exp(z - lse[:, None])
+    return q, lse
+
+
+FULL_NEWTON_MAX_K = 256
+
+
+def assignment_stats(scores: list, rows: Rows, eta: np.ndarray, temperature: float) -> QStats:
+    """rho(eta), the second moments and the mean log-partition from cached scores.
+
+    The full (K, K) second moment costs a K x N x K GEMM per pass and is formed for
+    K <= FULL_NEWTON_MAX_K; above that only its diagonal.
+    """
+    K = len(eta)
+    full = K <= FULL_NEWTON_MAX_K
+    device = scores[0].device
+    masses = torch.zeros(K, dtype=torch.float64, device=device)
+    squares = torch.zeros((K, K) if full else K, dtype=torch.float64, device=device)
+    lse_sum = torch.zeros((), dtype=torch.float64, device=device)
+    eta_t = torch.as_tensor(eta, device=device, dtype=scores[0].dtype)
+    for s, a in zip(scores, rows.weight):
+        q, lse = _chunk_q(s, eta_t, temperature)
+        aq = q.to(torch.float64) * a[:, None]
+        masses += aq.sum(0)
+        if full:
+            squares += (q * a.to(q.dtype)[:, None]).T.matmul(q).to(torch.float64)
+        else:
+            squares += (aq * q.to(torch.float64)).sum(0)
+        lse_sum += (lse.to(torch.float64) * a).sum()
+    A = rows.total_weight
+    return QStats((masses / A).cpu().numpy(), (squares / A).cpu().numpy(), float(lse_sum) / A)
+
+
+def solve_dual(
+    scores: list,
+    rows: Rows,
+    eta: np.ndarray,
+    temperature: float,
+    balance: float,
+    *,
+    floor: float,
+    gap_tol: float,
+    max_passes: int = 500,
+) -> tuple[np.ndarray, QStats, int]:
+    """Minimise the convex dual g(eta) over cached scores; return eta and q(eta)'s statistics.
+
+    g(eta) = T (1/A) sum_i a_i logsumexp_k((s_ik + eta_k)/T) + lambda logsumexp(-eta/lambda)
+    has gradient rho(eta) - beta(eta), beta = softmax(-eta / lambda), and Hessian
+    (diag(rho) - E[q q^T]) / T + (diag(beta) - beta beta^T) / lambda, all from one pass
+    over the scores. g is invariant to a common shift of eta; the penalty
+    (sum eta)^2 / (2K) fixes the shift without moving the minimiser. It is minimised by
+    scipy's trust-region Newton ("trust-exact", K <= FULL_NEWTON_MAX_K) or L-BFGS-B: a
+    trust region copes with nearly hard assignments (small T), where g is almost
+    piecewise linear and plain Newton steps overshoot.
+
+    The duality gap of eta is g(eta) - J(q(eta)) = lambda KL(rho(eta) || beta(eta)).
+    The solve is tightened until the gap is below ``gap_tol`` and J(q(eta)) >= ``floor``
+    (the objective before this q-step, so that J never decreases), or ``max_passes``
+    passes were spent.
+
+    Returns
+    -------
+    eta : ndarray (K,), stats : QStats of q(eta), passes : int
+    """
+    K = len(eta)
+    cache: dict[bytes, QStats] = {}
+
+    def stats_at(v: np.ndarray) -> QStats:
+        key = v.tobytes()
+        if key not in cache:
+            cache.clear() if len(cache) > 8 else None
+            cache[key] = assignment_stats(scores, rows, v, temperature)
+        return cache[key]
+
+    passes = [0]
+
+    def value_and_grad(v):
+        st = stats_at(v)
+        passes[0] += 1
+        beta = _softmax(-v / balance)
+        shift = v.sum()
+        return st.dual(v, temperature, balance) + shift**2 / (2 * K), st.masses - beta + shift / K
+
+    def hessian(v):
+        st = stats_at(v)
+        beta = _softmax(-v / balance)
+        second = st.second_moments
+        h = (np.diag(st.masses) - second) / temperature
+        h += (np.diag(beta) - np.outer(beta, beta)) / balance + 1.0 / K
+        return 0.5 * (h + h.T)
+
+    eta = np.asarray(eta, dtype=np.float64) - np.mean(eta)
+    full = K <= FULL_NEWTON_MAX_K
+    gtol = 1e-6
+    while True:
+        stats = stats_at(eta)
+        beta = _softmax(-eta / balance)
+        gap = balance * _kl(stats.masses, beta)
+        if (gap <= gap_tol and stats.objective(eta, temperature, balance) >= floor) or (
+            passes[0] >= max_passes or gtol < 1e-15
+        ):
+            return eta, stats, passes[0]
+        budget = max(max_passes - passes[0], 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # precision-loss notes near the optimum
+            if full:
+                result = optimize.minimize(
+                    value_and_grad, eta, jac=True, hess=hessian, method="trust-exact",
+                    options={"gtol": gtol, "maxiter": budget},
+                )
+            else:
+                result = optimize.minimize(
+                    value_and_grad, eta, jac=True, method="L-BFGS-B",
+                    options={"gtol": gtol, "ftol": 0.0, "maxiter": budget, "maxfun": budget},
+                )
+        eta = result.x - result.x.mean()
+        gtol *= 1e-3
+
+
+def _softmax(v: np.ndarray) -> np.ndarray:
+    v = v - v.max()
+    e = np.exp(v)
+    return e / e.sum()
+
+
+def _kl(p: np.ndarray, q: np.ndarray) -> float:
+    nz = p > 0
+    return float(np.sum(p[nz] * (np.log(p[nz]) - np.log(np.maximum(q[nz], 1e-300)))))
+
+
+@dataclass
+class Resultants:
+    """Sufficient statistics of a q-step for the (mu, kappa)-step, all float64 numpy.
+
+    counts : (K,) n_k = sum_i a_i q_ik
+    resultants : (K, d) r_k = sum_i a_i q_ik x_i
+    labels : (N,) int64 argmax_k q_ik
+    row_lse : (N,) float64, logsumexp_k((s_ik + eta_k)/T): low values are badly fitted rows
+    mean_lse : float
+    """
+
+    counts: np.ndarray
+    resultants: np.ndarray
+    labels: np.ndarray
+    row_lse: np.ndarray
+    mean_lse: float
+
+    @property
+    def masses(self) -> np.ndarray:
+        return self.counts / self.counts.sum()
+
+
+def resultant_pass(
+    score_chunk, rows: Rows, eta: np.ndarray | None, temperature: float, *, hard: bool = False
+) -> Resultants:
+    """One pass computing q (soft, or one-hot argmax when ``hard``) and the resultants r_k.
+
+    ``score_chunk(j)`` returns the score chunk j (cached or freshly computed).
+    """
+    device, dtype = rows.device, rows.dtype
+    first = score_chunk(0)
+    K = first.shape[1]
+    eta_t = torch.as_tensor(np.zeros(K) if eta is None else eta, device=device, dtype=dtype)
+    resultants = torch.zeros((K, rows.n_features), dtype=torch.float64, device=device)
+    counts = torch.zeros(K, dtype=torch.float64, device=device)
+    labels, row_lse = [], []
+    for j in range(len(rows)):
+        s = first if j == 0 else score_chunk(j)
+        if hard:
+            lab = torch.argmax(s, dim=1)
+            q = torch.nn.functional.one_hot(lab, K).to(dtype)
+            lse = s.max(dim=1).values
+        else:
+            q, lse = _chunk_q(s, eta_t, temperature)
+            lab = torch.argmax(q, dim=1)
+        aq = q * rows.weight[j].to(dtype)[:, None]
+        resultants += aq.T.matmul(rows.points(j)).to(torch.float64)
+        counts += aq.to(torch.float64).sum(0)
+        labels.append(lab.cpu())
+        row_lse.append(lse.to(torch.float64).cpu())
+    lse_all = torch.cat(row_lse).numpy()
+    weights = torch.cat([a.cpu() for a in rows.weight]).numpy()
+    return Resultants(
+        counts=counts.cpu().numpy(),
+        resultants=resultants.cpu().numpy(),
+        labels=torch.cat(labels).numpy().astype(np.int64),
+        row_lse=lse_all,
+        mean_lse=float(weights @ lse_all) / rows.total_weight,
+    )
+
+
+def linear_term(params: Params, stats: Resultants, total_weight: float) -> float:
+    """(1/A) sum_i a_i sum_k q_ik s_ik = (1/A) sum_k [kappa_k mu_k . r_k + n_k b_k]."""
+    kappa_mu_r = np.einsum("kd,kd->k", params.mean_directions, stats.resultants)
+    return float((params.concentrations * kappa_mu_r + stats.counts * params.bias).sum() / total_weight)
+
+
+def update_parameters(
+    stats: Resultants, params: Params, *, tied: bool, empty_tol: float = 1e-10
+) -> tuple[Params, list[int]]:
+    """The exact (mu, kappa)-step, with empty clusters re-seeded at the worst-fit rows.
+
+    Returns the new parameters and the list of re-seeded clusters. A re-seeded
+    cluster takes the direction of an unclaimed badly fitted row (lowest
+    log-partition) and the median concentration of the others.
+    """
+    d = stats.resultants.shape[1]
+    norms = np.linalg.norm(stats.resultants, axis=1)
+    total = stats.counts.sum()
+    empty = np.flatnonzero(stats.counts <= empty_tol * total)
+    mu = params.mean_directions.copy()
+    alive = np.setdiff1d(np.arange(len(norms)), empty)
+    directed = alive[norms[alive] > 0]  # a zero resultant (points that cancel) keeps its mu
+    mu[directed] = stats.resultants[directed] / norms[directed, None]
+    if tied:
+        rbar = norms[alive].sum() / stats.counts[alive].sum()
+        kappa = np.full(len(norms), float(solve_kappa(d, rbar)))
+    else:
+        kappa = params.concentrations.copy()
+        kappa[alive] = solve_kappa(d, norms[alive] / stats.counts[alive])
+    if len(empty) and len(alive):
+        kappa[empty] = np.median(kappa[alive])
+    kappa = np.clip(kappa, KAPPA_MIN, KAPPA_MAX)
+    return Params(mu, kappa, params.log_prior), empty.tolist()
