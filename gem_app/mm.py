@@ -232,16 +232,18 @@ def assignment_stats(scores: list, rows: Rows, eta: np.ndarray, temperature: flo
     masses = torch.zeros(K, dtype=torch.float64, device=device)
     squares = torch.zeros((K, K) if full else K, dtype=torch.float64, device=device)
     lse_sum = torch.zeros((), dtype=torch.float64, device=device)
-    eta_t = torch.as_tensor(eta, device=device, dtype=scores[0].dtype)
+    eta_t = torch.as_tensor(eta, device=device, dtype=torch.float64)
     for s, a in zip(scores, rows.weight):
-        q, lse = _chunk_q(s, eta_t, temperature)
-        aq = q.to(torch.float64) * a[:, None]
+        # float64 here: the dual solver compares values of g that differ by far less than
+        # float32 resolution near its optimum (the scores themselves stay as cached)
+        q, lse = _chunk_q(s.to(torch.float64), eta_t, temperature)
+        aq = q * a[:, None]
         masses += aq.sum(0)
         if full:
-            squares += (q * a.to(q.dtype)[:, None]).T.matmul(q).to(torch.float64)
+            squares += aq.T.matmul(q)
         else:
-            squares += (aq * q.to(torch.float64)).sum(0)
-        lse_sum += (lse.to(torch.float64) * a).sum()
+            squares += (aq * q).sum(0)
+        lse_sum += (lse * a).sum()
     A = rows.total_weight
     return QStats((masses / A).cpu().numpy(), (squares / A).cpu().numpy(), float(lse_sum) / A)
 
@@ -306,11 +308,14 @@ def solve_dual(
 
     eta = np.asarray(eta, dtype=np.float64) - np.mean(eta)
     full = K <= FULL_NEWTON_MAX_K
-    gtol = 1e-6
+    gtol = None
     while True:
         stats = stats_at(eta)
         beta = _softmax(-eta / balance)
         gap = balance * _kl(stats.masses, beta)
+        if gtol is None:
+            # gap ~ (lambda/2) sum_k (rho_k - beta_k)^2 / beta_k: a gradient this small meets gap_tol
+            gtol = float(np.sqrt(2.0 * gap_tol * beta.min() / (balance * K)))
         if (gap <= gap_tol and stats.objective(eta, temperature, balance) >= floor) or (
             passes[0] >= max_passes or gtol < 1e-15
         ):

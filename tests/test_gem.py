@@ -333,3 +333,14 @@ def test_predict_checks_feature_count():
     model = GEM(2, random_state=0).fit(X)
     with pytest.raises(ValueError, match="fitted with 3"):
         model.predict_proba(np.ones((2, 4)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cpu_and_cuda_agree():
+    X, _, _ = planted([300, 200, 100], d=32, kappa=60.0, seed=14)
+    X = X.astype(np.float32)
+    cpu = GEM(3, random_state=0, device="cpu").fit(X)
+    gpu = GEM(3, random_state=0, device="cuda").fit(X)
+    np.testing.assert_array_equal(cpu.labels_, gpu.labels_)
+    np.testing.assert_allclose(cpu.mean_directions_, gpu.mean_directions_, atol=1e-4)
+    np.testing.assert_allclose(cpu.predict_proba(X), gpu.predict_proba(X), atol=1e-4)
