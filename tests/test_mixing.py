@@ -13,12 +13,14 @@ from scipy.stats import entropy as scipy_entropy
 
 from gem_app.mixing import (
     _capped_softmax,
-    doremi_update,
     entropy,
-    excess_losses_from_frame,
     kl_divergence,
     mixing_report,
     mixture_weights,
+)
+from gem_app.mixing_strategies import (
+    doremi_update,
+    excess_losses_from_frame,
     read_excess_losses_csv,
     regmix_candidates,
 )
@@ -360,3 +362,23 @@ def test_excess_loss_csv_is_read_in_domain_order(tmp_path):
 def test_excess_loss_table_errors(table, message):
     with pytest.raises(ValueError, match=message):
         excess_losses_from_frame(pd.DataFrame(table), ["code", "news"])
+
+
+def test_report_records_the_curator_multipliers_with_exclusions_at_zero():
+    rho = np.array([0.1, 0.2, 0.3, 0.4])
+    report = mixing_report(rho, temperature=2.0, multipliers={1: 2.5, 3: 0.5}, exclude=[2])
+    np.testing.assert_array_equal(report.multipliers, [1.0, 2.5, 0.0, 0.5])
+    np.testing.assert_array_equal(report.excluded, [False, False, True, False])
+    # the weights use them: w_k proportional to (rho_k m_k)^(1/tau) on the active clusters
+    expected = np.array([0.1, 0.5, 0.0, 0.2]) ** 0.5
+    np.testing.assert_allclose(report.weights, expected / expected.sum(), rtol=1e-13)
+
+
+def test_strategies_are_still_reachable_from_gem_app_mixing():
+    import gem_app.mixing as mixing
+    import gem_app.mixing_strategies as strategies
+
+    assert mixing.regmix_candidates is strategies.regmix_candidates
+    assert mixing.doremi_update is strategies.doremi_update
+    with pytest.raises(AttributeError, match="no_such_thing"):
+        mixing.no_such_thing  # noqa: B018

@@ -1,0 +1,82 @@
+"""``gem export DIR --format F --out FILE [--materialize DIR2]``: write a mixture for a training stack.
+
+The mixture comes from the mixing options (as ``gem mix``), from a saved workspace mixture
+(``--mixture NAME``) or from a canonical JSON file (``--from FILE``). ``--out`` is an ordinary
+path chosen by the user; ``--materialize`` writes one shard per domain.
+"""
+
+from __future__ import annotations
+
+from gem_app.cli.mix_cmd import (
+    add_mixing_options,
+    check_mixing_args,
+    format_table,
+    mixture_from_args,
+)
+from gem_app.export import FORMATS, load_saved_mixture, read_mixture, write_mixture
+from gem_app.export_shards import CONTENTS, SHARD_FORMATS, materialize
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "export", help="write a mixture (JSON, DoReMi, RegMix, Megatron, OLMo, HF, WebOrganizer)"
+    )
+    add_mixing_options(p)
+    p.add_argument("--format", choices=FORMATS, default="gem")
+    p.add_argument("--out", required=True, help="file to write")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument(
+        "--mixture", metavar="NAME", help="a mixture saved with `gem mix --save NAME`"
+    )
+    source.add_argument(
+        "--from", dest="from_file", metavar="FILE", help="a canonical mixture JSON file"
+    )
+    p.add_argument("--workspace", default=None, help="workspace folder for --mixture")
+    p.add_argument(
+        "--path-template",
+        default=None,
+        help="data path per domain with {domain} (megatron, olmo, hf)",
+    )
+    p.add_argument("--eval-weights", choices=["natural", "train", "uniform"], default="natural")
+    p.add_argument(
+        "--materialize", metavar="DIR2", default=None, help="also write one shard per domain here"
+    )
+    p.add_argument("--shard-format", choices=SHARD_FORMATS, default="parquet")
+    p.add_argument(
+        "--content", choices=CONTENTS, default="ids", help="shards hold ids only or full texts"
+    )
+    p.add_argument("--batch-size", type=int, default=65536)
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    if args.mixture is not None:
+        doc = load_saved_mixture(args.mixture, args.workspace)
+    elif args.from_file is not None:
+        doc = read_mixture(args.from_file)
+    else:
+        check_mixing_args(args)
+        _, _, _, doc = mixture_from_args(args)
+    path = write_mixture(
+        doc, args.out, args.format, path_template=args.path_template, eval_weights=args.eval_weights
+    )
+    print(format_table(doc))
+    print(f"wrote {args.format} mixture to {path}")
+    if args.materialize is not None:
+        from gem_app.cli._progress import counting_callback, progress_bar
+
+        with progress_bar(None, "materializing", "doc") as bar:
+            manifest = materialize(
+                args.dir,
+                doc,
+                args.materialize,
+                format=args.shard_format,
+                content=args.content,
+                batch_size=args.batch_size,
+                progress=counting_callback(bar),
+            )
+        print(
+            f"materialized {manifest['documents']} documents ({manifest['tokens']} tokens) into "
+            f"{len(manifest['shards'])} {args.shard_format} shards in {args.materialize}/"
+        )
+    return 0
