@@ -1,0 +1,189 @@
+"""Mix & Export: entropy-temperature weights, curator edits, frozen q-step, downloads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from app_pages import _shared
+from gem_app import app_state
+from gem_app.export import (
+    FORMATS,
+    build_mixture_document,
+    check_export_name,
+    mix_domains,
+    render_mixture,
+    save_mixture,
+)
+from gem_app.viz import epochs_figure, masses_shift_figure, weights_figure
+
+
+def main() -> None:
+    EXTENSIONS = {
+        "gem": "json",
+        "doremi": "json",
+        "regmix": "yaml",
+        "megatron": "txt",
+        "olmo": "yaml",
+        "hf": "json",
+        "weborganizer": "json",
+    }
+
+    ws = _shared.workspace()
+    view = _shared.current_view()
+    st.title("Mix & Export")
+
+    taxonomy = app_state.load_taxonomy(ws, view) if app_state.taxonomy_available() else None
+    tax_key = ""
+    if taxonomy is not None:
+        info = ws.load("fits", view.name, verify=False)
+        tax_key = info.files["taxonomy.json"].sha256
+    with st.spinner("Preparing the domains…"):
+        domains = view.domains(taxonomy, tax_key)
+    total_tokens = float(domains.tokens.sum())
+    st.caption(
+        f"{len(domains)} domains ({'taxonomy leaves' if domains.source == 'taxonomy' else 'clusters'}), "
+        f"{_shared.fmt_tokens(total_tokens)} tokens."
+    )
+
+    c1, c2, c3, c4 = st.columns(4)
+    tau = c1.slider(
+        "Entropy temperature τ",
+        0.05,
+        10.0,
+        1.0,
+        0.05,
+        key="mix_tau",
+        help="1 = natural shares; larger = closer to uniform; smaller = concentrate on the best",
+    )
+    beta = c2.slider(
+        "GIS strength β",
+        -3.0,
+        3.0,
+        0.0,
+        0.1,
+        key="mix_beta",
+        help="Tilt towards clusters with high geometric influence",
+    )
+    max_epochs = c3.slider("Max epochs (0 = no cap)", 0.0, 20.0, 0.0, 0.5, key="mix_epochs")
+    budget = c4.number_input(
+        "Token budget",
+        min_value=1.0,
+        value=total_tokens,
+        step=total_tokens / 10,
+        format="%.0f",
+        key="mix_budget",
+    )
+
+    editor_base = pd.DataFrame(
+        {
+            "domain": domains.ids,
+            "label": [d.label for d in domains.domains],
+            "multiplier": np.ones(len(domains)),
+            "exclude": [bool(d.excluded) for d in domains.domains],
+        }
+    )
+    with st.expander("Per-domain multipliers and exclusions"):
+        edited = st.data_editor(
+            editor_base,
+            key=f"mix_editor_{view.name}_{tax_key[:8]}",
+            hide_index=True,
+            disabled=["domain", "label"],
+            width="stretch",
+            column_config={
+                "multiplier": st.column_config.NumberColumn(
+                    min_value=0.0, max_value=100.0, step=0.1
+                )
+            },
+        )
+    boost = {
+        row.domain: float(row.multiplier) for row in edited.itertuples() if row.multiplier != 1.0
+    }
+    exclude = [row.domain for row in edited.itertuples() if row.exclude]
+
+    report = mix_domains(
+        domains,
+        temperature=tau,
+        gis_strength=beta,
+        max_epochs=max_epochs or None,
+        budget=budget,
+        exclude=exclude,
+        boost=boost,
+    )
+    st.session_state["mix_doc_weights"] = (view.name, report.weights[domains.document_domain])
+
+    m = st.columns(4)
+    m[0].metric("Entropy H(w)", f"{report.entropy:.3f} nats")
+    m[1].metric("Effective domains exp H", f"{report.effective_domains:.2f}")
+    m[2].metric("KL(w ‖ natural)", f"{report.kl_to_natural:.3f} nats")
+    m[3].metric("Largest weight", f"{report.weights.max():.3f}")
+
+    labels = [d.label for d in domains.domains]
+    left, right = st.columns([3, 2])
+    left.plotly_chart(
+        weights_figure(report.natural_share, report.weights, labels),
+        width="stretch",
+        key="mix_weights_chart",
+    )
+    table = report.to_frame().drop(columns=["cluster"])
+    table.insert(0, "domain", domains.ids)
+    first = ["domain", "weight", "natural_share"]
+    table = table[first + [c for c in table.columns if c not in first]]
+    right.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        height=420,
+        key="mix_table",
+        column_config={
+            "natural_share": st.column_config.NumberColumn(format="%.4f"),
+            "weight": st.column_config.NumberColumn(format="%.4f"),
+            "epochs": st.column_config.NumberColumn(format="%.2f"),
+            "tokens": st.column_config.NumberColumn(format="%d"),
+            "allocated_tokens": st.column_config.NumberColumn(format="%d"),
+        },
+    )
+    if report.epochs is not None:
+        st.plotly_chart(
+            epochs_figure(report.epochs, labels, max_epochs=max_epochs or None), width="stretch"
+        )
+
+    st.subheader("Soft memberships with the geometry frozen")
+    st.caption(
+        "One exact q-step of GEM at a new assignment temperature and balance: the vMF "
+        "directions and concentrations stay fixed, the masses move."
+    )
+    r1, r2 = st.columns(2)
+    T = r1.slider(
+        "Assignment temperature T", 0.1, 3.0, float(view.model.temperature), 0.05, key="mix_T"
+    )
+    lam = r2.slider("Balance λ", 0.0, 20.0, float(view.model.balance), 0.1, key="mix_lambda")
+    moved = view.reassign(T, lam)
+    st.plotly_chart(
+        masses_shift_figure(view.masses, moved.masses, view.label_names), width="stretch"
+    )
+
+    st.subheader("Export")
+    doc = build_mixture_document(view.run, report, domains=domains)
+    cols = st.columns(len(FORMATS))
+    for col, fmt in zip(cols, FORMATS, strict=True):
+        col.download_button(
+            fmt,
+            render_mixture(doc, fmt),
+            file_name=f"{view.name}-{fmt}.{EXTENSIONS.get(fmt, 'txt')}",
+            key=f"mix_download_{fmt}",
+            width="stretch",
+        )
+    s1, s2 = st.columns([3, 1])
+    name = s1.text_input("Mixture name", value=f"{view.name}-tau{tau:g}", key="mix_name")
+    if s2.button("Save to workspace", type="primary", key="mix_save", width="stretch"):
+        check_export_name(name)
+        save_mixture(doc, name, ws)
+        st.success(f"Saved as mixtures/{name} in the workspace.")
+    saved = ws.list("mixtures")
+    if saved:
+        st.caption("Saved mixtures: " + ", ".join(f"`{info.name}`" for info in saved))
+
+
+_shared.run_page(main)

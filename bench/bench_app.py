@@ -1,0 +1,119 @@
+"""Server-side timings of the app (AppTest): Map page render and tau-slider update.
+
+    .venv/bin/python bench/bench_app.py                 # the bundled sample
+    .venv/bin/python bench/bench_app.py --synthetic 200000
+
+With warm caches (the fit, its labels and scores computed once before timing), it
+reports the time from a page request to a fully rendered Map page, and from a tau
+slider change to the updated Mix & Export page. Goals: map < 3 s, slider < 150 ms;
+on the synthetic corpus the map is capped (30,000 points) and the slider does not
+depend on N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ENTRY = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+
+
+def synthetic_workspace(root: Path, n: int, k: int = 32, d: int = 64, seed: int = 0) -> str:
+    """A synthetic corpus of ``n`` documents (K topics of words, Gaussian blobs on the sphere), fitted."""
+    from gem_app import app_state
+
+    rng = np.random.default_rng(seed)
+    topic = rng.integers(k, size=n)
+    words = np.array([f"w{i}" for i in range(400)])
+    texts = [" ".join(words[(t * 11 + rng.integers(0, 12, size=6)) % 400]) for t in topic]
+    frame = pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "text": texts,
+            "topic": [f"t{t}" for t in topic],
+            "tokens": rng.integers(20, 400, size=n),
+        }
+    )
+    data = root / "synthetic.parquet"
+    frame.to_parquet(data)
+    centres = rng.normal(size=(k, d))
+    X = (centres[topic] * 2.0 + rng.normal(size=(n, d))).astype(np.float32)
+    emb = root / "synthetic.npy"
+    np.save(emb, X)
+    ws = app_state.open_workspace(root / "ws")
+    app_state.fit_into_workspace(
+        ws,
+        "synthetic",
+        data,
+        n_clusters=k,
+        embeddings=emb,
+        label_col="topic",
+        tokens_col="tokens",
+        random_state=0,
+        max_iter=30,
+    )
+    return str(ws.root)
+
+
+def time_app(workspace: str, fit: str | None, repeats: int = 5) -> dict:
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["GEM_WORKSPACE"] = workspace
+    os.environ["GEM_APP_UMAP"] = "0"
+    at = AppTest.from_file(ENTRY, default_timeout=1800)
+    at.run()
+    if fit is not None:
+        at.selectbox(key="fit_name").set_value(fit).run()
+    at.switch_page("app_pages/map.py").run()  # warm: labels, q, GIS
+    at.switch_page("app_pages/mix.py").run()  # warm: domains, scores
+    assert not at.exception, [e.value for e in at.exception]
+    map_times, slider_times = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        at.switch_page("app_pages/map.py").run()
+        map_times.append(time.perf_counter() - start)
+    at.switch_page("app_pages/mix.py").run()
+    for i in range(repeats):
+        start = time.perf_counter()
+        at.slider(key="mix_tau").set_value(1.5 + 0.5 * i).run()
+        slider_times.append(time.perf_counter() - start)
+    assert not at.exception, [e.value for e in at.exception]
+    return {"map_s": statistics.median(map_times), "tau_slider_s": statistics.median(slider_times)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--synthetic", type=int, default=0, help="also time an N-document synthetic corpus"
+    )
+    args = parser.parse_args()
+    from gem_app import app_state
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = app_state.open_workspace(Path(tmp) / "sample_ws")
+        app_state.ensure_sample_fit(ws)
+        result = time_app(str(ws.root), None)
+        print(
+            f"sample (5,000 docs): map {result['map_s']:.2f} s (goal < 3 s), "
+            f"tau slider {1000 * result['tau_slider_s']:.0f} ms (goal < 150 ms)"
+        )
+        if args.synthetic:
+            root = Path(tmp) / "synthetic"
+            root.mkdir()
+            workspace = synthetic_workspace(root, args.synthetic)
+            result = time_app(workspace, "synthetic")
+            print(
+                f"synthetic ({args.synthetic:,} docs, map capped at 30,000): map {result['map_s']:.2f} s, "
+                f"tau slider {1000 * result['tau_slider_s']:.0f} ms"
+            )
+
+
+if __name__ == "__main__":
+    main()

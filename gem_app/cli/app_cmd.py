@@ -1,0 +1,67 @@
+"""``gem app [--workspace W] [--port P]``: start the GEM Studio web app (Streamlit)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ENTRY = Path(__file__).resolve().parents[2] / "streamlit_app.py"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("app", help="start the GEM Studio web app in the browser")
+    p.add_argument(
+        "--workspace",
+        default=None,
+        help="workspace folder (default: $GEM_WORKSPACE or ./gem_workspace)",
+    )
+    p.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
+    p.add_argument("--address", default="localhost", help="address to bind (default localhost)")
+    p.add_argument("--headless", action="store_true", help="do not open a browser window")
+    p.set_defaults(handler=run)
+
+
+def command(args) -> list[str]:
+    """The streamlit command line for ``args``."""
+    if not 1 <= args.port <= 65535:
+        raise ValueError(f"--port must be in 1..65535, got {args.port}")
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(ENTRY),
+        "--server.port",
+        str(args.port),
+        "--server.address",
+        args.address,
+        "--server.headless",
+        "true" if args.headless else "false",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.maxUploadSize",
+        "1024",
+    ]
+
+
+def run(args) -> int:
+    if not ENTRY.is_file():
+        raise OSError(
+            f"the app entry script {ENTRY} is missing; reinstall GEM Studio from its source tree"
+        )
+    env = dict(os.environ)
+    if args.workspace is not None:
+        workspace = Path(args.workspace).expanduser().resolve()
+        workspace.mkdir(parents=True, exist_ok=True)
+        env["GEM_WORKSPACE"] = str(workspace)
+    print(
+        f"GEM Studio on http://{args.address}:{args.port} (workspace: "
+        f"{env.get('GEM_WORKSPACE', Path('gem_workspace').resolve())})",
+        flush=True,
+    )
+    try:
+        return subprocess.call(command(args), env=env)
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,239 @@
+"""The projected hypersphere: a 3D globe (Scatter3d over a translucent sphere) and a 2D map.
+
+Both take points already projected to the unit 2-sphere (see :mod:`gem_app.projection`)
+and already capped to a bounded number (the caller samples). Colour is either a
+category per point (cluster id, human category: one colour per category from the
+cluster palette) or a number per point (GIS, weight: a continuous colour scale).
+Every point carries ``customdata = [row, cluster]`` so a selection maps back to documents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from gem_app.viz.style import cluster_palette, finish
+
+_SPHERE_STEPS = 36
+
+
+def _check_points(xyz, n_expected=None, name="xyz") -> np.ndarray:
+    xyz = np.asarray(xyz, dtype=float)
+    if xyz.ndim != 2 or xyz.shape[1] != 3:
+        raise ValueError(f"{name} must have shape (n, 3), got {xyz.shape}")
+    if n_expected is not None and xyz.shape[0] != n_expected:
+        raise ValueError(f"{name} has {xyz.shape[0]} rows, expected {n_expected}")
+    return xyz
+
+
+def _colour_spec(colour, n: int, colour_title: str):
+    """marker kwargs: categorical -> explicit colours, numeric -> a colour scale."""
+    values = np.asarray(colour)
+    if values.shape != (n,):
+        raise ValueError(f"colour has shape {values.shape}, expected ({n},)")
+    if values.dtype.kind in "fc":
+        return {
+            "color": values.astype(float),
+            "colorscale": "Viridis",
+            "showscale": True,
+            "colorbar": {"title": {"text": colour_title}, "thickness": 12, "len": 0.6},
+        }, [f"{v:.3g}" for v in values.astype(float)]
+    as_text = values.astype(str)
+    categories = sorted(set(as_text.tolist()), key=_natural_key)
+    palette = dict(zip(categories, cluster_palette(len(categories)), strict=True))
+    return {"color": [palette[c] for c in as_text]}, as_text.tolist()
+
+
+def _natural_key(text: str):
+    return (0, int(text), "") if text.lstrip("-").isdigit() else (1, 0, text)
+
+
+def _hover(snippets, colour_text, n, colour_title):
+    if snippets is None:
+        snippets = [""] * n
+    if len(snippets) != n:
+        raise ValueError(f"hover has {len(snippets)} entries, expected {n}")
+    return [
+        f"<b>{colour_title}: {c}</b><br>{_wrap(str(s))}"
+        for s, c in zip(snippets, colour_text, strict=True)
+    ]
+
+
+def _wrap(text: str, width: int = 60, max_chars: int = 180) -> str:
+    text = text[:max_chars] + ("…" if len(text) > max_chars else "")
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        if len(line) + len(word) + 1 > width and line:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    lines.append(line)
+    return "<br>".join(lines)
+
+
+def _customdata(rows, clusters, n):
+    rows = np.arange(n) if rows is None else np.asarray(rows)
+    clusters = np.full(n, -1) if clusters is None else np.asarray(clusters)
+    if rows.shape != (n,) or clusters.shape != (n,):
+        raise ValueError("rows and clusters must have one entry per point")
+    return np.column_stack([rows, clusters]).astype(np.int64)
+
+
+def globe_figure(
+    xyz,
+    colour,
+    *,
+    hover: Sequence[str] | None = None,
+    rows=None,
+    clusters=None,
+    centres=None,
+    centre_labels: Sequence[str] | None = None,
+    colour_title: str = "cluster",
+    height: int = 640,
+) -> go.Figure:
+    """Points on the unit sphere as a 3D globe over a translucent sphere.
+
+    Parameters
+    ----------
+    xyz : ndarray of shape (n, 3), unit rows
+    colour : array-like of shape (n,): categories (int/str) or numbers (float)
+    hover : sequence of str, length n, optional (text snippets)
+    rows, clusters : array-like of shape (n,), optional; stored as customdata
+    centres : ndarray of shape (K, 3), optional; where cluster labels are drawn
+    centre_labels : sequence of str, length K
+    """
+    xyz = _check_points(xyz)
+    n = xyz.shape[0]
+    marker, colour_text = _colour_spec(colour, n, colour_title)
+    u, v = np.meshgrid(
+        np.linspace(0, 2 * np.pi, _SPHERE_STEPS), np.linspace(0, np.pi, _SPHERE_STEPS // 2)
+    )
+    r = 0.985
+    fig = go.Figure(
+        go.Surface(
+            x=r * np.cos(u) * np.sin(v),
+            y=r * np.sin(u) * np.sin(v),
+            z=r * np.cos(v),
+            opacity=0.18,
+            showscale=False,
+            hoverinfo="skip",
+            colorscale=[[0, "#dfe7f2"], [1, "#dfe7f2"]],
+            name="sphere",
+        )
+    )
+    fig.add_trace(
+        go.Scatter3d(
+            x=xyz[:, 0],
+            y=xyz[:, 1],
+            z=xyz[:, 2],
+            mode="markers",
+            name="documents",
+            marker={**marker, "size": 2.2 if n > 5000 else 3, "opacity": 0.85},
+            text=_hover(hover, colour_text, n, colour_title),
+            hoverinfo="text",
+            customdata=_customdata(rows, clusters, n),
+        )
+    )
+    if centres is not None:
+        centres = _check_points(centres, name="centres")
+        labels = _centre_text(centre_labels, centres.shape[0])
+        keep = np.all(np.isfinite(centres), axis=1)
+        c = centres[keep] * 1.06
+        fig.add_trace(
+            go.Scatter3d(
+                x=c[:, 0],
+                y=c[:, 1],
+                z=c[:, 2],
+                mode="text",
+                name="labels",
+                text=[t for t, k in zip(labels, keep, strict=True) if k],
+                textfont={"size": 11, "color": "#1d2733"},
+                hoverinfo="skip",
+            )
+        )
+    axis = {"visible": False, "showbackground": False, "range": [-1.15, 1.15]}
+    fig.update_layout(
+        scene={
+            "xaxis": axis,
+            "yaxis": axis,
+            "zaxis": axis,
+            "aspectmode": "cube",
+            "camera": {"eye": {"x": 1.35, "y": 1.35, "z": 0.9}},
+        },
+        showlegend=False,
+        uirevision="globe",
+    )
+    return finish(fig, height=height)
+
+
+def _centre_text(centre_labels, K):
+    if centre_labels is None:
+        return [str(k) for k in range(K)]
+    if len(centre_labels) != K:
+        raise ValueError(f"centre_labels has {len(centre_labels)} entries, expected {K}")
+    return [str(s) for s in centre_labels]
+
+
+def flat_map_figure(
+    lon,
+    lat,
+    colour,
+    *,
+    hover: Sequence[str] | None = None,
+    rows=None,
+    clusters=None,
+    centres_lonlat=None,
+    centre_labels: Sequence[str] | None = None,
+    colour_title: str = "cluster",
+    height: int = 560,
+) -> go.Figure:
+    """The sphere unrolled (longitude, latitude in degrees) as a WebGL scatter.
+
+    Parameters
+    ----------
+    lon, lat : array-like of shape (n,), degrees
+    colour : array-like of shape (n,)
+    centres_lonlat : ndarray of shape (K, 2), optional (label positions)
+    """
+    lon = np.asarray(lon, dtype=float)
+    lat = np.asarray(lat, dtype=float)
+    if lon.shape != lat.shape or lon.ndim != 1:
+        raise ValueError(f"lon {lon.shape} and lat {lat.shape} must be equal 1-D")
+    n = lon.size
+    marker, colour_text = _colour_spec(colour, n, colour_title)
+    fig = go.Figure(
+        go.Scattergl(
+            x=lon,
+            y=lat,
+            mode="markers",
+            name="documents",
+            marker={**marker, "size": 4 if n > 5000 else 5, "opacity": 0.8},
+            text=_hover(hover, colour_text, n, colour_title),
+            hoverinfo="text",
+            customdata=_customdata(rows, clusters, n),
+        )
+    )
+    if centres_lonlat is not None:
+        centres = np.asarray(centres_lonlat, dtype=float)
+        if centres.ndim != 2 or centres.shape[1] != 2:
+            raise ValueError(f"centres_lonlat must have shape (K, 2), got {centres.shape}")
+        labels = _centre_text(centre_labels, centres.shape[0])
+        keep = np.all(np.isfinite(centres), axis=1)
+        fig.add_trace(
+            go.Scatter(
+                x=centres[keep, 0],
+                y=centres[keep, 1],
+                mode="text",
+                name="labels",
+                text=[t for t, k in zip(labels, keep, strict=True) if k],
+                textfont={"size": 11, "color": "#1d2733"},
+                hoverinfo="skip",
+            )
+        )
+    fig.update_xaxes(range=[-180, 180], title="longitude", showgrid=True, zeroline=False)
+    fig.update_yaxes(range=[-90, 90], title="latitude", showgrid=True, zeroline=False)
+    fig.update_layout(showlegend=False, dragmode="select", uirevision="map")
+    return finish(fig, height=height)
