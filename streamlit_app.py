@@ -1,6 +1,8 @@
 """GEM Studio: the Streamlit app (entry script). Start it with ``gem app``.
 
-Thin pages in pages/ read widgets, call gem_app, and draw gem_app.viz figures. On the
+Thin pages in app_pages/ read widgets, call gem_app, and draw gem_app.viz figures. (They
+are not in a folder named pages/: Streamlit treats such a folder beside the entry script as
+an old-style multipage app and runs its files directly, bypassing st.navigation.) On the
 first launch the bundled sample is fitted into the workspace, so every page has content
 before any click.
 """

@@ -165,12 +165,14 @@ def main() -> None:
     )
 
     st.subheader("Export")
-    doc = build_mixture_document(view.run, report, domains=domains)
+    def document():  # built on demand: it hashes the assignments file, too slow per slider move
+        return build_mixture_document(view.run, report, domains=domains)
+
     cols = st.columns(len(FORMATS))
     for col, fmt in zip(cols, FORMATS, strict=True):
         col.download_button(
             fmt,
-            render_mixture(doc, fmt),
+            lambda fmt=fmt: render_mixture(document(), fmt),
             file_name=f"{view.name}-{fmt}.{EXTENSIONS.get(fmt, 'txt')}",
             key=f"mix_download_{fmt}",
             width="stretch",
@@ -179,7 +181,7 @@ def main() -> None:
     name = s1.text_input("Mixture name", value=f"{view.name}-tau{tau:g}", key="mix_name")
     if s2.button("Save to workspace", type="primary", key="mix_save", width="stretch"):
         check_export_name(name)
-        save_mixture(doc, name, ws)
+        save_mixture(document(), name, ws)
         st.success(f"Saved as mixtures/{name} in the workspace.")
     saved = ws.list("mixtures")
     if saved:

@@ -10,21 +10,17 @@ and for why every half-step below can only increase it.
 
 from __future__ import annotations
 
-import json
 import numbers
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file, save_file
 from sklearn.exceptions import ConvergenceWarning
 
-from gem_app import mm
-from gem_app.atomic import atomic_path, write_json
+from gem_app import mm, model_files
+from gem_app.seeding import spherical_kmeans_plus_plus
 from gem_app.sphere import SphereTransform, find_invalid_rows
 
-FORMAT_VERSION = 1
 _INITS = ("k-means++", "random")
 _CONCENTRATIONS = ("tied", "per-cluster")
 
@@ -315,102 +311,12 @@ class GEM:
         ``metadata``: extra JSON-serialisable information stored under "metadata".
         """
         self._check_fitted()
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = self.transform_.get_state()
-        tensors = {
-            "mean_directions": self.mean_directions_,
-            "concentrations": self.concentrations_,
-            "cluster_masses": self.cluster_masses_,
-            "dual": self.dual_,
-            "prior": self.prior_,
-            "sphere_mean": np.asarray(state["mean_"], dtype=np.float64),
-        }
-        if state.get("whitening_") is not None:
-            tensors["sphere_whitening"] = np.asarray(state["whitening_"], dtype=np.float64)
-        tensors = {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in tensors.items()}
-        params = self.get_params()
-        params.pop("callback")
-        params["prior"] = None if self.prior is None else np.asarray(self.prior).tolist()
-        params["init"] = self.init if isinstance(self.init, str) else "array"
-        params["random_state"] = (
-            self.random_state if isinstance(self.random_state, int | type(None)) else "object"
-        )
-        doc = {
-            "format": "gem-model",
-            "format_version": FORMAT_VERSION,
-            "params": params,
-            "n_features_in": self.n_features_in_,
-            "anisotropy": self.anisotropy_,
-            "sphere": {k: v for k, v in state.items() if not isinstance(v, np.ndarray) and v is not None},
-            "objective": self.objective_,
-            "objective_history": list(map(float, self.objective_history_)),
-            "n_iter": self.n_iter_,
-            "converged": self.converged_,
-            "reseeded": [list(map(int, ev)) for ev in self.reseeded_],
-            "cluster_masses": self.cluster_masses_.tolist(),
-            "concentrations": self.concentrations_.tolist(),
-            "metadata": metadata or {},
-        }
-        with atomic_path(folder / "model.safetensors") as tmp:
-            save_file(tensors, str(tmp))
-        write_json(folder / "model.json", doc)
-        return folder
+        return model_files.save_model(self, path, metadata=metadata)
 
     @classmethod
     def load(cls, path):
         """Load a model written by :meth:`save` (checks format and shapes)."""
-        folder = Path(path)
-        meta_path, tensor_path = folder / "model.json", folder / "model.safetensors"
-        for p in (meta_path, tensor_path):
-            if not p.is_file():
-                raise ValueError(f"{p} is missing: not a saved GEM model folder")
-        try:
-            doc = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{meta_path} is not valid JSON: {exc}") from None
-        if doc.get("format") != "gem-model":
-            raise ValueError(f"{meta_path} is not a GEM model file")
-        version = doc.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ValueError(
-                f"{meta_path} has format_version {version!r}; this GEM Studio reads "
-                f"version {FORMAT_VERSION}"
-            )
-        try:
-            t = load_file(str(tensor_path))
-        except Exception as exc:  # safetensors raises its own error types
-            raise ValueError(f"{tensor_path} cannot be read: {exc}") from None
-        params = dict(doc["params"])
-        if params.get("init") == "array":
-            params["init"] = "k-means++"
-        if params.get("random_state") == "object":
-            params["random_state"] = None
-        model = cls(**params)
-        K, d = params["n_clusters"], doc["n_features_in"]
-        expected = {"mean_directions": (K, d), "concentrations": (K,), "cluster_masses": (K,),
-                    "dual": (K,), "prior": (K,), "sphere_mean": (d,)}
-        for name, shape in expected.items():
-            if name not in t or t[name].shape != shape:
-                got = t[name].shape if name in t else "missing"
-                raise ValueError(f"{tensor_path}: tensor {name!r} should be {shape}, is {got}")
-        state = dict(doc["sphere"])
-        state["mean_"] = t["sphere_mean"]
-        state["whitening_"] = t.get("sphere_whitening")
-        model.transform_ = SphereTransform.from_state(state)
-        model.mean_directions_ = t["mean_directions"]
-        model.concentrations_ = t["concentrations"]
-        model.cluster_masses_ = t["cluster_masses"]
-        model.dual_ = t["dual"]
-        model.prior_ = t["prior"]
-        model.anisotropy_ = float(doc["anisotropy"])
-        model.objective_ = float(doc["objective"])
-        model.objective_history_ = list(doc["objective_history"])
-        model.n_iter_ = int(doc["n_iter"])
-        model.converged_ = bool(doc["converged"])
-        model.reseeded_ = [tuple(ev) for ev in doc["reseeded"]]
-        model.n_features_in_ = d
-        return model
+        return model_files.load_model(cls, path)
 
 
 class _Run:
@@ -525,44 +431,7 @@ class _Run:
         if init == "random":
             idx = self.rng.choice(len(sample), size=self.K, replace=False, p=w / w.sum())
             return x[idx]
-        return _kmeans_plus_plus(x, w, self.K, self.rng)
-
-
-def _kmeans_plus_plus(x: np.ndarray, w: np.ndarray, K: int, rng) -> np.ndarray:
-    """Greedy spherical k-means++ seeding with the cosine distance 1 - mu.x.
-
-    As scikit-learn's k-means++: each new centre is the best (lowest weighted
-    potential) of 2 + log(K) candidates drawn by D^2 sampling.
-
-    Parameters
-    ----------
-    x : ndarray of shape (n, d), unit rows
-    w : ndarray of shape (n,), weights > 0
-
-    Returns
-    -------
-    centres : ndarray of shape (K, d)
-    """
-    n = len(x)
-    trials = 2 + int(np.log(K))
-    x32 = x.astype(np.float32)
-    first = rng.choice(n, p=w / w.sum())
-    centres = [first]
-    dist = np.maximum(1.0 - x32 @ x32[first], 0.0).astype(np.float64)
-    for _ in range(1, K):
-        p = w * dist
-        total = p.sum()
-        if total <= 0:  # every point already is a centre: take any other row
-            rest = np.setdiff1d(np.arange(n), centres)
-            centres.append(int(rng.choice(rest)))
-            continue
-        candidates = rng.choice(n, size=trials, p=p / total)
-        cand_dist = np.maximum(1.0 - x32 @ x32[candidates].T, 0.0)
-        new_dist = np.minimum(dist[:, None], cand_dist)
-        best = int(np.argmin(w @ new_dist))
-        centres.append(int(candidates[best]))
-        dist = new_dist[:, best]
-    return x[np.array(centres)]
+        return spherical_kmeans_plus_plus(x, w, self.K, self.rng)
 
 
 def _is_real(value) -> bool:

@@ -10,15 +10,14 @@ needs it. Statistics are accumulated in float64.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy import optimize
 
-from gem_app.sphere import log_normalizer, solve_kappa
+from gem_app.vmf import log_normalizer, solve_kappa
 
 KAPPA_MIN = 1e-3
 KAPPA_MAX = 1e5
@@ -233,7 +232,7 @@ def assignment_stats(scores: list, rows: Rows, eta: np.ndarray, temperature: flo
     squares = torch.zeros((K, K) if full else K, dtype=torch.float64, device=device)
     lse_sum = torch.zeros((), dtype=torch.float64, device=device)
     eta_t = torch.as_tensor(eta, device=device, dtype=torch.float64)
-    for s, a in zip(scores, rows.weight):
+    for s, a in zip(scores, rows.weight, strict=True):
         # float64 here: the dual solver compares values of g that differ by far less than
         # float32 resolution near its optimum (the scores themselves stay as cached)
         q, lse = _chunk_q(s.to(torch.float64), eta_t, temperature)

@@ -22,7 +22,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from gem_app.gem import GEM
-from gem_app.sphere import log_normalizer, solve_kappa
+from gem_app.vmf import log_normalizer, solve_kappa
 
 __all__ = [
     "SplitFit",

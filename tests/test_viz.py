@@ -133,6 +133,13 @@ def test_hierarchy_figures(builder, kind):
     np.testing.assert_allclose(trace["marker"]["colors"], [0.0, 0.3, 0.2, 0.1, 0.05])
 
 
+def test_hierarchy_colour_scale_spans_the_clusters_not_the_root():
+    nodes = _nodes()
+    nodes.loc[0, "gis"] = 5.0  # the root's GIS is the sum over a split: it must not set the scale
+    marker = _dict(viz.sunburst_figure(nodes))["data"][0]["marker"]
+    assert (marker["cmin"], marker["cmax"]) == (0.05, 0.3)
+
+
 def test_hierarchy_rejects_unknown_parent_and_missing_column():
     bad = _nodes()
     bad.loc[4, "parent"] = "9"

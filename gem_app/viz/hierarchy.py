@@ -40,6 +40,10 @@ def _node_arrays(nodes: pd.DataFrame, colour: str):
 
 def _hierarchy_figure(kind, nodes, colour, colour_title, height):
     ids, parents, labels, values, colours = _node_arrays(nodes, colour)
+    # the colour scale spans the clusters, not the root (whose GIS is the sum of theirs)
+    inner = colours[[bool(p) for p in parents]]
+    inner = inner[np.isfinite(inner)]
+    scale = (float(inner.min()), float(inner.max())) if len(inner) else (0.0, 1.0)
     trace = getattr(go, kind)(
         ids=ids,
         parents=parents,
@@ -49,6 +53,8 @@ def _hierarchy_figure(kind, nodes, colour, colour_title, height):
         marker={
             "colors": colours,
             "colorscale": "Viridis",
+            "cmin": scale[0],
+            "cmax": scale[1] if scale[1] > scale[0] else scale[0] + 1e-9,
             "showscale": True,
             "colorbar": {"title": {"text": colour_title}, "thickness": 12},
         },

@@ -35,6 +35,7 @@ PAGES = [
     ("compare", "Compare with the human taxonomy"),
     ("mix", "Mix & Export"),
 ]
+NAV_LABELS = {"map": "Map", "compare": "Compare"}  # sidebar link text where it differs
 
 
 def _free_port() -> int:
@@ -139,11 +140,13 @@ def _slider_value(page) -> str:
 
 def test_walk_every_page_move_tau_and_download(server, browser, out_dir, tmp_path):
     page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-    page.goto(f"{server}/map")
+    page.goto(server)  # the Map is the default page
     _settle(page, "Map of the hypersphere")  # first launch: the sample is fitted, no click
     for slug, title in PAGES:
-        page.goto(f"{server}/{slug}")
+        nav = page.get_by_test_id("stSidebarNav")
+        nav.get_by_role("link", name=NAV_LABELS.get(slug, title)).click()
         _settle(page, title)
+        assert page.get_by_text("Page not found").count() == 0
         page.screenshot(path=str(out_dir / f"{slug}.png"), full_page=True)
     assert page.locator("[data-testid='stMetricValue']").count() >= 4
     before = _entropy(page)
