@@ -21,6 +21,8 @@ from gem_app import mm, model_files
 from gem_app.seeding import spherical_kmeans_plus_plus
 from gem_app.sphere import SphereTransform, find_invalid_rows
 
+FAST_NEWTON_MAX_K = 64  # the per-iteration Newton step uses the full Hessian up to this K
+
 _INITS = ("k-means++", "random")
 _CONCENTRATIONS = ("tied", "per-cluster")
 
@@ -330,6 +332,7 @@ class _Run:
         self.tied = est.concentration == "tied"
         self.A = rows.total_weight
         self.K = est.n_clusters
+        self._scores = None
 
     def score_map(self, params):
         return mm.ScoreMap(params, device=self.device, dtype=self.dtype)
@@ -392,25 +395,55 @@ class _Run:
         return stats.mean_lse - (lin + stats.masses @ eta) / self.T
 
     def _q_step(self, params, eta, floor, *, final):
-        """Exact q-step: solve the dual (if lambda > 0), then one resultant pass."""
+        """The q-step: a warm-started Newton step on the dual, checked; else a full solve.
+
+        With lambda = 0 it is one fused pass. Otherwise the scores go into the preallocated
+        cache while q(eta_warm)'s statistics are formed, one Newton step gives eta_1, and the
+        resultant pass at eta_1 also gives J(q(eta_1)) and g(eta_1). The step is kept when J
+        did not decrease (monotone ascent needs no more) and g did not increase; otherwise,
+        and for the final polish, the dual is solved to tolerance (docs/method.md).
+        """
         rows = self.rows
         sm = self.score_map(params)
         if self.lam == 0.0:
             stats = mm.resultant_pass(lambda j: sm(rows, j), rows, None, self.T)
             eta = np.zeros(self.K)
-        else:
-            scores = [sm(rows, j) for j in range(len(rows))]
-            gap_tol = 1e-12 if final else 1e-8
-            eta, _, _ = mm.solve_dual(
-                scores, rows, eta, self.T, self.lam, floor=floor - 1e-12 * abs(floor),
-                gap_tol=gap_tol * max(1.0, abs(floor)),
+            return eta, stats, self._objective(stats, eta)
+        scores = [sm(rows, j, out=view) for j, view in enumerate(self._score_views())]
+        slack = 1e-12 * abs(floor)
+        if not final:
+            warm = mm.assignment_stats(
+                scores, rows, eta, self.T, precise=False, full=self.K <= FAST_NEWTON_MAX_K
             )
-            stats = mm.resultant_pass(lambda j: scores[j], rows, eta, self.T)
-            del scores
-        objective = (
+            step = mm.newton_step(eta, warm, self.T, self.lam)
+            stats = mm.resultant_pass(lambda j: scores[j], rows, step, self.T)
+            objective = self._objective(stats, step)
+            dual_before = warm.dual(eta, self.T, self.lam)
+            dual_after = mm.QStats(stats.masses, warm.second_moments, stats.mean_lse).dual(
+                step, self.T, self.lam
+            )
+            if objective >= floor - slack and dual_after <= dual_before + 1e-9 * abs(dual_before):
+                return step, stats, objective
+        gap_tol = (1e-12 if final else 1e-8) * max(1.0, abs(floor))
+        eta, _, _ = mm.solve_dual(
+            scores, rows, eta, self.T, self.lam, floor=floor - slack, gap_tol=gap_tol
+        )
+        stats = mm.resultant_pass(lambda j: scores[j], rows, eta, self.T)
+        return eta, stats, self._objective(stats, eta)
+
+    def _objective(self, stats, eta) -> float:
+        """J(q(eta)) = T mean_lse - rho . eta + lambda H(rho)."""
+        return float(
             self.T * stats.mean_lse - stats.masses @ eta + self.lam * mm.entropy(stats.masses)
         )
-        return eta, stats, float(objective)
+
+    def _score_views(self):
+        """Views of one preallocated (N, K) score buffer, one per row chunk (no fragmentation)."""
+        if self._scores is None:
+            self._scores = torch.empty(
+                (self.rows.n_rows, self.K), dtype=self.dtype, device=self.device
+            )
+        return [self._scores[a:b] for a, b in self.rows.bounds]
 
     def _m_step(self, stats, params, iteration):
         new, empty = mm.update_parameters(stats, params, tied=self.tied)

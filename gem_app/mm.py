@@ -45,8 +45,12 @@ def compute_dtype(X) -> torch.dtype:
 
 
 def chunk_rows(n_features: int, n_clusters: int, device: torch.device) -> int:
-    """Rows per chunk: about 32 MB (CPU) or 512 MB (GPU) for the widest chunk buffer."""
-    budget = (2**27 if device.type == "cuda" else 2**23) // max(n_features, n_clusters, 1)
+    """Rows per chunk: 2^24 (CPU) or 2^27 (GPU) elements in the widest chunk buffer.
+
+    Large chunks keep the number of small element-wise kernels per pass low; the buffers
+    stay far below the N x K score cache (64 MB of float32 on CPU).
+    """
+    budget = (2**27 if device.type == "cuda" else 2**24) // max(n_features, n_clusters, 1)
     return int(min(max(budget, 256), 1 << 20))
 
 
@@ -95,6 +99,7 @@ class Rows:
             torch.as_tensor(sample_weight[a:b], device=device, dtype=torch.float64)
             for a, b in self.bounds
         ]
+        self.weight_c = [w.to(dtype) for w in self.weight]  # in the compute dtype, for GEMVs
         self.total_weight = float(np.sum(sample_weight))
         self.n_rows, self.n_features = n, d
         itemsize = torch.finfo(dtype).bits // 8
@@ -127,12 +132,12 @@ class Rows:
         e = torch.as_tensor(self.X[a:b]).to(device=self.device, dtype=self.dtype)
         v = e / torch.linalg.vector_norm(e, dim=1, keepdim=True)
         if self.mean is not None:
-            v = v - self.mean
+            v.sub_(self.mean)
         if self.whitening_t is not None:
             v = v @ self.whitening_t
         norm = torch.linalg.vector_norm(v, dim=1, keepdim=True)
         bad = norm[:, 0] <= 1e-6
-        return v / norm, bad
+        return v.div_(norm), bad
 
     def points(self, j: int) -> torch.Tensor:
         """x for chunk j, shape (n_j, n_features), compute dtype."""
@@ -179,8 +184,10 @@ class ScoreMap:
         self.weight_t = torch.as_tensor(w.T, device=device, dtype=dtype).contiguous()
         self.bias = torch.as_tensor(params.bias, device=device, dtype=dtype)
 
-    def __call__(self, rows: Rows, j: int) -> torch.Tensor:
-        return torch.addmm(self.bias, rows.points(j), self.weight_t)
+    def __call__(self, rows: Rows, j: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        if out is None:
+            return torch.addmm(self.bias, rows.points(j), self.weight_t)
+        return torch.addmm(self.bias, rows.points(j), self.weight_t, out=out)
 
 
 @dataclass
@@ -210,41 +217,75 @@ class QStats:
 
 
 def _chunk_q(s: torch.Tensor, eta_t: torch.Tensor, temperature: float):
-    z = (s + eta_t) / temperature
-    lse = torch.logsumexp(z, dim=1)
-    q = torch.exp(z - lse[:, None])
-    return q, lse
+    """q = softmax((s + eta)/T) by row and its log-partition, in one buffer (s is not modified)."""
+    z = s + eta_t
+    if temperature != 1.0:
+        z.div_(temperature)
+    top = z.amax(dim=1, keepdim=True)
+    z.sub_(top).exp_()
+    total = z.sum(dim=1, keepdim=True)
+    z.div_(total)
+    return z, (top + total.log()).squeeze(1)
 
 
 FULL_NEWTON_MAX_K = 256
 
 
-def assignment_stats(scores: list, rows: Rows, eta: np.ndarray, temperature: float) -> QStats:
+def assignment_stats(
+    scores: list, rows: Rows, eta: np.ndarray, temperature: float, *, precise: bool = True,
+    full: bool | None = None,
+) -> QStats:
     """rho(eta), the second moments and the mean log-partition from cached scores.
 
-    The full (K, K) second moment costs a K x N x K GEMM per pass and is formed for
-    K <= FULL_NEWTON_MAX_K; above that only its diagonal.
+    ``precise``: evaluate q in float64 (the dual solver compares values of g that differ by
+    far less than float32 resolution near its optimum); otherwise in the scores' dtype, with
+    float64 accumulation (enough for one Newton step). ``full``: form the (K, K) second
+    moment (a K x N x K GEMM per pass); default K <= FULL_NEWTON_MAX_K, else its diagonal.
     """
     K = len(eta)
-    full = K <= FULL_NEWTON_MAX_K
+    full = K <= FULL_NEWTON_MAX_K if full is None else full
     device = scores[0].device
+    dtype = torch.float64 if precise else scores[0].dtype
     masses = torch.zeros(K, dtype=torch.float64, device=device)
     squares = torch.zeros((K, K) if full else K, dtype=torch.float64, device=device)
     lse_sum = torch.zeros((), dtype=torch.float64, device=device)
-    eta_t = torch.as_tensor(eta, device=device, dtype=torch.float64)
-    for s, a in zip(scores, rows.weight, strict=True):
-        # float64 here: the dual solver compares values of g that differ by far less than
-        # float32 resolution near its optimum (the scores themselves stay as cached)
-        q, lse = _chunk_q(s.to(torch.float64), eta_t, temperature)
-        aq = q * a[:, None]
-        masses += aq.sum(0)
+    eta_t = torch.as_tensor(eta, device=device, dtype=dtype)
+    weights = rows.weight if precise else rows.weight_c
+    for s, a in zip(scores, weights, strict=True):
+        q, lse = _chunk_q(s.to(dtype), eta_t, temperature)
+        masses += (a @ q).to(torch.float64)
+        lse_sum += (a @ lse).to(torch.float64)
         if full:
-            squares += aq.T.matmul(q)
+            squares += (q * a[:, None]).T.matmul(q).to(torch.float64)
         else:
-            squares += (aq * q).sum(0)
-        lse_sum += (lse * a).sum()
+            squares += (a @ (q * q)).to(torch.float64)
     A = rows.total_weight
     return QStats((masses / A).cpu().numpy(), (squares / A).cpu().numpy(), float(lse_sum) / A)
+
+
+def newton_step(eta: np.ndarray, stats: QStats, temperature: float, balance: float) -> np.ndarray:
+    """One Newton step on the dual g from ``eta`` (stats = q(eta)'s statistics).
+
+    Uses the full Hessian when ``stats.second_moments`` is (K, K), else its diagonal; the
+    step is taken in the subspace sum(eta) = 0 (g is invariant to a common shift).
+    """
+    K = len(eta)
+    beta = _softmax(-eta / balance)
+    grad = stats.masses - beta
+    second = stats.second_moments
+    if second.ndim == 2:
+        hessian = (np.diag(stats.masses) - second) / temperature
+        hessian += (np.diag(beta) - np.outer(beta, beta)) / balance
+        hessian = 0.5 * (hessian + hessian.T) + 1.0 / K  # lift the all-ones null direction
+        try:
+            step = np.linalg.solve(hessian, -grad)
+        except np.linalg.LinAlgError:
+            step = -grad / np.maximum(np.diag(hessian), 1e-300)
+    else:
+        curvature = (stats.masses - second) / temperature + beta * (1 - beta) / balance
+        step = -grad / np.maximum(curvature, 1e-300)
+    new = eta + step
+    return new - new.mean()
 
 
 def solve_dual(
@@ -388,21 +429,21 @@ def resultant_pass(
         if hard:
             lab = torch.argmax(s, dim=1)
             q = torch.nn.functional.one_hot(lab, K).to(dtype)
-            lse = s.max(dim=1).values
+            lse = s.amax(dim=1)
         else:
             q, lse = _chunk_q(s, eta_t, temperature)
             lab = torch.argmax(q, dim=1)
-        aq = q * rows.weight[j].to(dtype)[:, None]
-        resultants += aq.T.matmul(rows.points(j)).to(torch.float64)
-        counts += aq.to(torch.float64).sum(0)
-        labels.append(lab.cpu())
-        row_lse.append(lse.to(torch.float64).cpu())
-    lse_all = torch.cat(row_lse).numpy()
-    weights = torch.cat([a.cpu() for a in rows.weight]).numpy()
+        a = rows.weight_c[j]
+        counts += (a @ q).to(torch.float64)
+        resultants += q.mul_(a[:, None]).T.matmul(rows.points(j)).to(torch.float64)
+        labels.append(lab)
+        row_lse.append(lse)
+    lse_all = torch.cat(row_lse).to(torch.float64).cpu().numpy()
+    weights = torch.cat(rows.weight).cpu().numpy()
     return Resultants(
         counts=counts.cpu().numpy(),
         resultants=resultants.cpu().numpy(),
-        labels=torch.cat(labels).numpy().astype(np.int64),
+        labels=torch.cat(labels).cpu().numpy().astype(np.int64),
         row_lse=lse_all,
         mean_lse=float(weights @ lse_all) / rows.total_weight,
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -61,7 +60,7 @@ def run(args) -> int:
         f"{env.get('GEM_WORKSPACE', Path('gem_workspace').resolve())})",
         flush=True,
     )
-    try:
-        return subprocess.call(command(args), env=env)
-    except KeyboardInterrupt:
-        return 0
+    argv = command(args)
+    # replace this process by Streamlit's: signals (Ctrl-C, terminate) reach the server itself
+    # and no orphaned server outlives a stopped `gem app`
+    os.execve(argv[0], argv, env)
