@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gem_app.cli._args import add_corpus_arguments
 from gem_app.cli._progress import counting_callback, progress_bar
 from gem_app.labels import cluster_labels
 from gem_app.runs import fit_corpus
@@ -11,12 +12,7 @@ from gem_app.runs import fit_corpus
 
 def register(sub) -> None:
     p = sub.add_parser("fit", help="fit GEM to a corpus and write DIR/model.* and assignments")
-    p.add_argument("data", help="corpus file (.jsonl, .csv, .parquet)")
-    p.add_argument("--embeddings", help=".npy or Parquet embeddings, one row per data row")
-    p.add_argument("--text-col", default="text")
-    p.add_argument("--id-col", default="id")
-    p.add_argument("--label-col", default=None, help="human taxonomy column (for comparison)")
-    p.add_argument("--tokens-col", default=None, help="token counts (estimated when absent)")
+    add_corpus_arguments(p)
     p.add_argument("--k", type=int, required=True, help="number of clusters")
     p.add_argument("--balance", type=float, default=1.0, help="lambda, mixing-balance strength")
     p.add_argument("--temperature", type=float, default=1.0, help="T, assignment temperature")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gem_app.cli._args import add_corpus_arguments
 from gem_app.runs import fit_corpus
 from gem_app.taxonomy import build_taxonomy
 
@@ -13,12 +14,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "taxonomy", help="fit GEM and build a hierarchical taxonomy -> DIR/taxonomy.json"
     )
-    p.add_argument("data", help="corpus file (.jsonl, .csv, .parquet)")
-    p.add_argument("--embeddings", help=".npy or Parquet embeddings, one row per data row")
-    p.add_argument("--text-col", default="text")
-    p.add_argument("--id-col", default="id")
-    p.add_argument("--label-col", default=None, help="human taxonomy column (for comparison)")
-    p.add_argument("--tokens-col", default=None, help="token counts (estimated when absent)")
+    add_corpus_arguments(p)
     p.add_argument(
         "--levels",
         required=True,
