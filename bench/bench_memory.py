@@ -51,8 +51,8 @@ class PhaseTracker:
     ``phases`` holds ``(name, seconds since start, max RSS in bytes during the phase)``.
     """
 
-    def __init__(self, interval: float = 0.005):
-        self.interval = interval
+    def __init__(self, interval: float = 0.005, log=None):
+        self.interval, self.log = interval, log
         self.phases: list[tuple[str, float, int]] = []
         self._name = "start"
         self._start = self._opened = time.perf_counter()
@@ -73,6 +73,13 @@ class PhaseTracker:
         with self._lock:
             peak = max(self._max, rss)
             self.phases.append((self._name, self._opened - self._start, peak))
+        if self.log is not None:  # live progress (the child's stderr)
+            print(
+                f"{time.perf_counter() - self._start:8.1f} s  RSS {rss / GIB:6.3f} GiB  -> {name}",
+                file=self.log,
+                flush=True,
+            )
+        with self._lock:
             self._name, self._opened, self._max = name, time.perf_counter(), rss
 
     def close(self) -> None:
@@ -101,6 +108,7 @@ def _instrument(tracker: PhaseTracker) -> None:
     wrap(gem_module.SphereTransform, "fit", "sphere statistics")
     wrap(mm, "prepare_rows", "prepare rows")
     wrap(mm, "solve_dual", "dual solve (scores held)")
+    wrap(mm, "assignment_stats", "dual statistics pass")
     wrap(mm, "resultant_pass", "resultant pass")
 
 
@@ -109,11 +117,11 @@ def child(args: argparse.Namespace) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import numpy as np
     import torch
-
     from bench_fit import anisotropic_mixture
+
     from gem_app.gem import GEM
 
-    tracker = PhaseTracker()
+    tracker = PhaseTracker(log=sys.stderr)
     tracker.mark("generate input")
     X = np.empty((args.n, args.d), dtype=np.float32)
     anisotropic_mixture(args.n, args.d, args.k, seed=args.seed, out=X)
@@ -128,8 +136,13 @@ def child(args: argparse.Namespace) -> dict:
 
     started = time.perf_counter()
     model = GEM(
-        n_clusters=args.k, max_iter=args.max_iter, tol=0.0, balance=args.balance,
-        random_state=args.seed, device="cpu", callback=on_iteration,
+        n_clusters=args.k,
+        max_iter=args.max_iter,
+        tol=0.0,
+        balance=args.balance,
+        random_state=args.seed,
+        device="cpu",
+        callback=on_iteration,
     )
     import warnings
 
@@ -140,9 +153,15 @@ def child(args: argparse.Namespace) -> dict:
     tracker.close()
     peak = _status_kib("VmHWM") * 1024
     return {
-        "n": args.n, "d": args.d, "k": args.k, "max_iter": args.max_iter,
-        "balance": args.balance, "seed": args.seed,
-        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "n": args.n,
+        "d": args.d,
+        "k": args.k,
+        "max_iter": args.max_iter,
+        "balance": args.balance,
+        "seed": args.seed,
+        "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "input_bytes": int(X.nbytes),
         "rss_with_input_bytes": rss_with_input,
@@ -163,7 +182,13 @@ def _report(result: dict, children_maxrss: int) -> str:
         f"GEM fit, N={result['n']:,} d={result['d']} K={result['k']} float32, "
         f"max_iter={result['max_iter']} tol=0 balance={result['balance']} "
         f"(torch {result['torch']}, {result['torch_threads']} threads, "
-        f"{result['cpu_count']} cores)",
+        f"{result['cpu_count']} cores"
+        + (
+            f", MALLOC_MMAP_THRESHOLD_={result['malloc_mmap_threshold']}"
+            if result.get("malloc_mmap_threshold")
+            else ""
+        )
+        + ")",
         f"  fit time            {result['fit_seconds']:8.1f} s  (R0 = {result['anisotropy']:.3f})",
         f"  input (float32)     {result['input_bytes'] / GIB:8.3f} GiB",
         f"  RSS with input      {result['rss_with_input_bytes'] / GIB:8.3f} GiB",
@@ -192,6 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--balance", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the measurements here")
+    parser.add_argument(
+        "--mmap-threshold",
+        type=int,
+        metavar="BYTES",
+        help="run the child with glibc MALLOC_MMAP_THRESHOLD_=BYTES (buffers above it are "
+        "mmapped and given back on free: tells heap fragmentation from live memory)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -200,7 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     command = [sys.executable, str(Path(__file__).resolve()), "--child"] + [
         arg for arg in (argv if argv is not None else sys.argv[1:]) if arg
     ]
-    completed = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
+    env = dict(os.environ)
+    if args.mmap_threshold is not None:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
+    completed = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False, env=env)
     if completed.returncode != 0:
         print(f"the child process failed with exit code {completed.returncode}", file=sys.stderr)
         return completed.returncode

@@ -363,10 +363,8 @@ class _Run:
             if previous is not None:
                 converged = abs(objective - previous) <= est.tol * max(1.0, abs(objective))
             previous = objective
-            if converged and self.lam == 0.0:
-                break  # the q-step is already exact: nothing to polish
             if converged:
-                continue  # polish: the dual solved to full tolerance at these parameters
+                continue  # polish: the dual solved to full tolerance, and the labels formed
             mean_entropy = self._mean_entropy(params, stats, eta)
             params, events = self._m_step(stats, params, n_iter)
             reseeded += events
@@ -406,14 +404,18 @@ class _Run:
         rows = self.rows
         sm = self.score_map(params)
         if self.lam == 0.0:
-            stats = mm.resultant_pass(lambda j: sm(rows, j), rows, None, self.T)
+            stats = mm.resultant_pass(lambda j: sm(rows, j), rows, None, self.T, labels=final)
             eta = np.zeros(self.K)
             return eta, stats, self._objective(stats, eta)
-        scores = [sm(rows, j, out=view) for j, view in enumerate(self._score_views())]
+        scores = self._score_views()
+        filled = (sm(rows, j, out=view) for j, view in enumerate(scores))
         slack = 1e-12 * abs(floor)
-        if not final:
+        if final:
+            for _ in filled:
+                pass
+        else:
             warm = mm.assignment_stats(
-                scores, rows, eta, self.T, precise=False, full=self.K <= FAST_NEWTON_MAX_K
+                filled, rows, eta, self.T, precise=False, full=self.K <= FAST_NEWTON_MAX_K
             )
             step = mm.newton_step(eta, warm, self.T, self.lam)
             stats = mm.resultant_pass(lambda j: scores[j], rows, step, self.T)
@@ -428,7 +430,7 @@ class _Run:
         eta, _, _ = mm.solve_dual(
             scores, rows, eta, self.T, self.lam, floor=floor - slack, gap_tol=gap_tol
         )
-        stats = mm.resultant_pass(lambda j: scores[j], rows, eta, self.T)
+        stats = mm.resultant_pass(lambda j: scores[j], rows, eta, self.T, labels=final)
         return eta, stats, self._objective(stats, eta)
 
     def _objective(self, stats, eta) -> float:

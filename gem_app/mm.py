@@ -232,10 +232,14 @@ FULL_NEWTON_MAX_K = 256
 
 
 def assignment_stats(
-    scores: list, rows: Rows, eta: np.ndarray, temperature: float, *, precise: bool = True,
+    scores, rows: Rows, eta: np.ndarray, temperature: float, *, precise: bool = True,
     full: bool | None = None,
 ) -> QStats:
-    """rho(eta), the second moments and the mean log-partition from cached scores.
+    """rho(eta), the second moments and the mean log-partition from score chunks.
+
+    ``scores`` is any iterable of the (n_j, K) chunks in order: cached, or a generator
+    that computes (and caches) them, so that the statistics are formed while each chunk
+    is still in the processor's cache.
 
     ``precise``: evaluate q in float64 (the dual solver compares values of g that differ by
     far less than float32 resolution near its optimum); otherwise in the scores' dtype, with
@@ -244,8 +248,8 @@ def assignment_stats(
     """
     K = len(eta)
     full = K <= FULL_NEWTON_MAX_K if full is None else full
-    device = scores[0].device
-    dtype = torch.float64 if precise else scores[0].dtype
+    device = rows.device
+    dtype = torch.float64 if precise else rows.dtype
     masses = torch.zeros(K, dtype=torch.float64, device=device)
     squares = torch.zeros((K, K) if full else K, dtype=torch.float64, device=device)
     lse_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -394,7 +398,7 @@ class Resultants:
 
     counts : (K,) n_k = sum_i a_i q_ik
     resultants : (K, d) r_k = sum_i a_i q_ik x_i
-    labels : (N,) int64 argmax_k q_ik
+    labels : (N,) int64 argmax_k q_ik, or None when the pass did not form them
     row_lse : (N,) float64, logsumexp_k((s_ik + eta_k)/T): low values are badly fitted rows
     mean_lse : float
     """
@@ -411,11 +415,13 @@ class Resultants:
 
 
 def resultant_pass(
-    score_chunk, rows: Rows, eta: np.ndarray | None, temperature: float, *, hard: bool = False
+    score_chunk, rows: Rows, eta: np.ndarray | None, temperature: float, *, hard: bool = False,
+    labels: bool = False,
 ) -> Resultants:
     """One pass computing q (soft, or one-hot argmax when ``hard``) and the resultants r_k.
 
-    ``score_chunk(j)`` returns the score chunk j (cached or freshly computed).
+    ``score_chunk(j)`` returns the score chunk j (cached or freshly computed). The hard
+    labels argmax_k q_ik are formed only when ``labels`` (the last pass of a fit).
     """
     device, dtype = rows.device, rows.dtype
     first = score_chunk(0)
@@ -423,7 +429,7 @@ def resultant_pass(
     eta_t = torch.as_tensor(np.zeros(K) if eta is None else eta, device=device, dtype=dtype)
     resultants = torch.zeros((K, rows.n_features), dtype=torch.float64, device=device)
     counts = torch.zeros(K, dtype=torch.float64, device=device)
-    labels, row_lse = [], []
+    hard_labels, row_lse = [], []
     for j in range(len(rows)):
         s = first if j == 0 else score_chunk(j)
         if hard:
@@ -432,18 +438,19 @@ def resultant_pass(
             lse = s.amax(dim=1)
         else:
             q, lse = _chunk_q(s, eta_t, temperature)
-            lab = torch.argmax(q, dim=1)
+            lab = torch.argmax(q, dim=1) if labels else None
         a = rows.weight_c[j]
         counts += (a @ q).to(torch.float64)
         resultants += q.mul_(a[:, None]).T.matmul(rows.points(j)).to(torch.float64)
-        labels.append(lab)
+        if lab is not None:
+            hard_labels.append(lab)
         row_lse.append(lse)
     lse_all = torch.cat(row_lse).to(torch.float64).cpu().numpy()
     weights = torch.cat(rows.weight).cpu().numpy()
     return Resultants(
         counts=counts.cpu().numpy(),
         resultants=resultants.cpu().numpy(),
-        labels=torch.cat(labels).cpu().numpy().astype(np.int64),
+        labels=torch.cat(hard_labels).cpu().numpy().astype(np.int64) if hard_labels else None,
         row_lse=lse_all,
         mean_lse=float(weights @ lse_all) / rows.total_weight,
     )

@@ -185,7 +185,10 @@ def test_dual_solution_maximises_the_q_step():
     S = rng.normal(size=(50, 4)) * 3
     a = rng.integers(1, 5, 50).astype(float)
     T, lam = 0.7, 2.0
-    rows = SimpleNamespace(weight=[torch.tensor(a)], total_weight=a.sum())  # what the dual reads
+    rows = SimpleNamespace(  # what the dual reads
+        weight=[torch.tensor(a)], total_weight=a.sum(), device=torch.device("cpu"),
+        dtype=torch.float64,
+    )
 
     def g(eta):
         return T * (a @ logsumexp((S + eta) / T, axis=1)) / a.sum() + lam * logsumexp(-eta / lam)
