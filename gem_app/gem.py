@@ -353,7 +353,7 @@ class _Run:
         n_iter = 0
         while True:
             polish = converged or n_iter >= est.max_iter
-            eta, stats, objective = self._q_step(params, eta, history[-1], final=polish)
+            used, stats, objective, eta = self._q_step(params, eta, history[-1], final=polish)
             history.append(float(objective))
             if polish:
                 break
@@ -361,11 +361,12 @@ class _Run:
             if est.callback is not None:
                 est.callback(n_iter, objective)
             if previous is not None:
-                converged = abs(objective - previous) <= est.tol * max(1.0, abs(objective))
+                scale = est.tol * max(1.0, abs(objective))
+                converged = abs(objective - previous) <= scale and self._gap(stats, used) <= scale
             previous = objective
             if converged:
                 continue  # polish: the dual solved to full tolerance, and the labels formed
-            mean_entropy = self._mean_entropy(params, stats, eta)
+            mean_entropy = self._mean_entropy(params, stats, used)
             params, events = self._m_step(stats, params, n_iter)
             reseeded += events
             history.append(
@@ -380,7 +381,7 @@ class _Run:
             "labels": stats.labels,
             "objective_history": history,
             "objective": history[-1],
-            "dual": eta,
+            "dual": used,
             "prior": np.exp(self.log_prior),
             "n_iter": n_iter,
             "converged": converged,
@@ -393,45 +394,50 @@ class _Run:
         return stats.mean_lse - (lin + stats.masses @ eta) / self.T
 
     def _q_step(self, params, eta, floor, *, final):
-        """The q-step: a warm-started Newton step on the dual, checked; else a full solve.
+        """The q-step at the warm dual ``eta``, checked; a full dual solve when needed.
 
-        With lambda = 0 it is one fused pass. Otherwise the scores go into the preallocated
-        cache while q(eta_warm)'s statistics are formed, one Newton step gives eta_1, and the
-        resultant pass at eta_1 also gives J(q(eta_1)) and g(eta_1). The step is kept when J
-        did not decrease (monotone ascent needs no more) and g did not increase; otherwise,
-        and for the final polish, the dual is solved to tolerance (docs/method.md).
+        With lambda = 0 it is one fused pass (eta = 0 is exact). Otherwise one pass fills
+        the score cache and forms q(eta), its resultants, J(q(eta)) and the dual's gradient
+        and Hessian at eta. If J did not decrease, q(eta) is kept (monotone ascent needs no
+        more) and one Newton step gives the warm eta of the next iteration. Otherwise, and
+        for the final polish, the dual is solved to tolerance on the cached scores.
+
+        Returns
+        -------
+        eta_used, stats, objective, eta_next
         """
         rows = self.rows
         sm = self.score_map(params)
         if self.lam == 0.0:
             stats = mm.resultant_pass(lambda j: sm(rows, j), rows, None, self.T, labels=final)
-            eta = np.zeros(self.K)
-            return eta, stats, self._objective(stats, eta)
+            zero = np.zeros(self.K)
+            return zero, stats, self._objective(stats, zero), zero
         scores = self._score_views()
-        filled = (sm(rows, j, out=view) for j, view in enumerate(scores))
         slack = 1e-12 * abs(floor)
         if final:
-            for _ in filled:
-                pass
+            for j, view in enumerate(scores):
+                sm(rows, j, out=view)
         else:
-            warm = mm.assignment_stats(
-                filled, rows, eta, self.T, precise=False, full=self.K <= FAST_NEWTON_MAX_K
+            moments = "full" if self.K <= FAST_NEWTON_MAX_K else "diag"
+            stats = mm.resultant_pass(
+                lambda j: sm(rows, j, out=scores[j]), rows, eta, self.T, second_moments=moments
             )
-            step = mm.newton_step(eta, warm, self.T, self.lam)
-            stats = mm.resultant_pass(lambda j: scores[j], rows, step, self.T)
-            objective = self._objective(stats, step)
-            dual_before = warm.dual(eta, self.T, self.lam)
-            dual_after = mm.QStats(stats.masses, warm.second_moments, stats.mean_lse).dual(
-                step, self.T, self.lam
-            )
-            if objective >= floor - slack and dual_after <= dual_before + 1e-9 * abs(dual_before):
-                return step, stats, objective
+            objective = self._objective(stats, eta)
+            if objective >= floor - slack:
+                at_eta = mm.QStats(stats.masses, stats.second_moments, stats.mean_lse)
+                return eta, stats, objective, mm.newton_step(eta, at_eta, self.T, self.lam)
         gap_tol = (1e-12 if final else 1e-8) * max(1.0, abs(floor))
         eta, _, _ = mm.solve_dual(
             scores, rows, eta, self.T, self.lam, floor=floor - slack, gap_tol=gap_tol
         )
         stats = mm.resultant_pass(lambda j: scores[j], rows, eta, self.T, labels=final)
-        return eta, stats, self._objective(stats, eta)
+        return eta, stats, self._objective(stats, eta), eta
+
+    def _gap(self, stats, eta) -> float:
+        """Duality gap of the q-step's eta: lambda KL(rho(eta) || softmax(-eta / lambda))."""
+        if self.lam == 0.0:
+            return 0.0
+        return self.lam * mm._kl(stats.masses, mm._softmax(-eta / self.lam))
 
     def _objective(self, stats, eta) -> float:
         """J(q(eta)) = T mean_lse - rho . eta + lambda H(rho)."""

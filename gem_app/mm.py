@@ -10,6 +10,7 @@ needs it. Statistics are accumulated in float64.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -222,7 +223,12 @@ def _chunk_q(s: torch.Tensor, eta_t: torch.Tensor, temperature: float):
     if temperature != 1.0:
         z.div_(temperature)
     top = z.amax(dim=1, keepdim=True)
-    z.sub_(top).exp_()
+    # Terms below exp(floor) of the row's largest are set to exactly 0: they are far below
+    # the dtype's resolution, and as tiny q they would make subnormal numbers in exp and in
+    # the q^T x GEMM, which x86 processors compute 10-100x slower.
+    floor = -30.0 if z.dtype != torch.float64 else -600.0
+    z.sub_(top).clamp_(min=floor - 50.0).exp_()  # clamped: exp stays clear of subnormals
+    torch.nn.functional.threshold_(z, math.exp(floor), 0.0)
     total = z.sum(dim=1, keepdim=True)
     z.div_(total)
     return z, (top + total.log()).squeeze(1)
@@ -259,8 +265,9 @@ def assignment_stats(
         q, lse = _chunk_q(s.to(dtype), eta_t, temperature)
         masses += (a @ q).to(torch.float64)
         lse_sum += (a @ lse).to(torch.float64)
-        if full:
-            squares += (q * a[:, None]).T.matmul(q).to(torch.float64)
+        if full:  # the Hessian only steers Newton steps: the compute dtype is precise enough
+            qc = q.to(rows.dtype)
+            squares += (qc * a.to(rows.dtype)[:, None]).T.matmul(qc).to(torch.float64)
         else:
             squares += (a @ (q * q)).to(torch.float64)
     A = rows.total_weight
@@ -401,6 +408,7 @@ class Resultants:
     labels : (N,) int64 argmax_k q_ik, or None when the pass did not form them
     row_lse : (N,) float64, logsumexp_k((s_ik + eta_k)/T): low values are badly fitted rows
     mean_lse : float
+    second_moments : (K, K) or (K,) sum_i a_i q_i q_i^T / A (or its diagonal), when asked
     """
 
     counts: np.ndarray
@@ -408,6 +416,7 @@ class Resultants:
     labels: np.ndarray
     row_lse: np.ndarray
     mean_lse: float
+    second_moments: np.ndarray | None = None
 
     @property
     def masses(self) -> np.ndarray:
@@ -416,12 +425,14 @@ class Resultants:
 
 def resultant_pass(
     score_chunk, rows: Rows, eta: np.ndarray | None, temperature: float, *, hard: bool = False,
-    labels: bool = False,
+    labels: bool = False, second_moments: str | None = None,
 ) -> Resultants:
     """One pass computing q (soft, or one-hot argmax when ``hard``) and the resultants r_k.
 
     ``score_chunk(j)`` returns the score chunk j (cached or freshly computed). The hard
     labels argmax_k q_ik are formed only when ``labels`` (the last pass of a fit).
+    ``second_moments`` "full" or "diag" also accumulates E_a[q q^T] (or its diagonal),
+    for a Newton step on the dual.
     """
     device, dtype = rows.device, rows.dtype
     first = score_chunk(0)
@@ -429,6 +440,10 @@ def resultant_pass(
     eta_t = torch.as_tensor(np.zeros(K) if eta is None else eta, device=device, dtype=dtype)
     resultants = torch.zeros((K, rows.n_features), dtype=torch.float64, device=device)
     counts = torch.zeros(K, dtype=torch.float64, device=device)
+    moments = None
+    if second_moments is not None:
+        shape = (K, K) if second_moments == "full" else (K,)
+        moments = torch.zeros(shape, dtype=torch.float64, device=device)
     hard_labels, row_lse = [], []
     for j in range(len(rows)):
         s = first if j == 0 else score_chunk(j)
@@ -441,7 +456,14 @@ def resultant_pass(
             lab = torch.argmax(q, dim=1) if labels else None
         a = rows.weight_c[j]
         counts += (a @ q).to(torch.float64)
-        resultants += q.mul_(a[:, None]).T.matmul(rows.points(j)).to(torch.float64)
+        if second_moments == "full":
+            aq = q * a[:, None]
+            moments += aq.T.matmul(q).to(torch.float64)
+        else:
+            if second_moments == "diag":
+                moments += (a @ (q * q)).to(torch.float64)
+            aq = q.mul_(a[:, None])
+        resultants += aq.T.matmul(rows.points(j)).to(torch.float64)
         if lab is not None:
             hard_labels.append(lab)
         row_lse.append(lse)
@@ -453,6 +475,7 @@ def resultant_pass(
         labels=torch.cat(hard_labels).cpu().numpy().astype(np.int64) if hard_labels else None,
         row_lse=lse_all,
         mean_lse=float(weights @ lse_all) / rows.total_weight,
+        second_moments=None if moments is None else moments.cpu().numpy() / rows.total_weight,
     )
 
 
