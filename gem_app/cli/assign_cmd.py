@@ -1,0 +1,66 @@
+"""``gem assign MODEL --input GLOB --out OUTDIR``: assign shards to clusters, resumably."""
+
+from __future__ import annotations
+
+from gem_app.assign import assign
+from gem_app.cli._progress import progress_bar
+
+
+def register(sub) -> None:
+    p = sub.add_parser("assign", help="assign JSONL/Parquet shards with a student or a GEM model")
+    p.add_argument("model", help="student folder (gem distill) or GEM model/run folder")
+    p.add_argument("--input", required=True, nargs="+", help="glob(s), folder(s) or file(s)")
+    p.add_argument("--out", required=True, help="output folder (per-shard Parquet + manifest)")
+    p.add_argument(
+        "--teacher",
+        default=None,
+        help="GEM run folder: low-confidence documents go to encoder + teacher",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="cascade confidence threshold (default: the student's)",
+    )
+    p.add_argument("--engine", choices=["local", "ray"], default="local")
+    p.add_argument("--address", default=None, help="Ray cluster address to join")
+    p.add_argument("--workers", type=int, default=None, help="processes / Ray actors")
+    p.add_argument("--batch-size", type=int, default=1024, help="rows per record batch")
+    p.add_argument("--text-col", default="text")
+    p.add_argument("--id-col", default="id")
+    p.add_argument("--tokens-col", default=None)
+    p.add_argument(
+        "--embeddings-col", default=None, help="column with precomputed embeddings for the teacher"
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    inputs = args.input if len(args.input) > 1 else args.input[0]
+    with progress_bar(None, "assigning", "doc") as bar:
+
+        def start(total):
+            bar.total = total or None
+            bar.refresh()
+
+        result = assign(
+            args.model,
+            inputs,
+            args.out,
+            teacher=args.teacher,
+            threshold=args.threshold,
+            engine=args.engine,
+            workers=args.workers,
+            address=args.address,
+            batch_size=args.batch_size,
+            text_col=args.text_col,
+            id_col=args.id_col,
+            tokens_col=args.tokens_col,
+            embeddings_col=args.embeddings_col,
+            device=args.device,
+            progress=bar.update,
+            start=start,
+        )
+    print(result.summary())
+    return 1 if result.failed else 0

@@ -1,0 +1,87 @@
+"""``gem distill DIR --out STUDENT``: train a text-only student of a fitted GEM run."""
+
+from __future__ import annotations
+
+from gem_app.distill import distill_run
+
+
+def register(sub) -> None:
+    p = sub.add_parser("distill", help="train a cheap student (no encoder) on a run's teacher")
+    p.add_argument("run", help="fit run folder (model.json, model.safetensors)")
+    p.add_argument(
+        "--data", default=None, help="corpus to label with the teacher (default: the run's)"
+    )
+    p.add_argument(
+        "--embeddings", default=None, help="embeddings of --data (else the encoder runs)"
+    )
+    p.add_argument("--text-col", default="text")
+    p.add_argument("--id-col", default="id")
+    p.add_argument("--out", required=True, help="student folder to write")
+    p.add_argument("--holdout", type=float, default=0.2, help="share of documents held out")
+    p.add_argument("--hidden", type=int, default=128, help="hidden width (0: linear student)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--temperature", type=float, default=16.0)
+    p.add_argument(
+        "--target-agreement",
+        type=float,
+        default=0.975,
+        help="the default cascade threshold reaches this validation agreement",
+    )
+    p.add_argument(
+        "--no-static-vectors",
+        action="store_true",
+        help="hashed n-grams only (no MiniLM word-piece table)",
+    )
+    p.add_argument(
+        "--encoder-sample",
+        type=int,
+        default=128,
+        help="texts embedded to time encoder + teacher (0: skip)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    metrics = distill_run(
+        args.run,
+        args.out,
+        data=args.data,
+        embeddings=args.embeddings,
+        text_col=args.text_col,
+        id_col=args.id_col,
+        holdout=args.holdout,
+        encoder_sample=args.encoder_sample,
+        random_state=args.seed,
+        hidden=args.hidden,
+        epochs=args.epochs,
+        temperature=args.temperature,
+        target_agreement=args.target_agreement,
+        static_vectors=not args.no_static_vectors,
+        device=args.device,
+    )
+    print(summary(metrics, args.out))
+    return 0
+
+
+def summary(m: dict, out) -> str:
+    rate = lambda v: "n/a" if v is None else f"{v:,.0f} docs/s"  # noqa: E731
+    lines = [
+        f"student written to {out}/ (student.json, student.safetensors); K = {m['n_clusters']}, "
+        f"trained on {m['n_train']} teacher labels, {m['n_heldout']} held out",
+        f"held-out agreement with the teacher: {m['heldout_agreement']:.3f}; "
+        f"mean KL(teacher || student) = {m['heldout_mean_kl']:.3f} nats",
+        f"speed: student {rate(m['student_docs_per_s'])}, encoder + teacher "
+        f"{rate(m['teacher_docs_per_s'])}",
+        f"cascade at the default threshold {m['threshold']:.2f}: agreement "
+        f"{m['cascade_agreement']:.3f}, {m['cascade_routed_fraction']:.1%} routed to the "
+        f"teacher, {rate(m['cascade_docs_per_s'])}",
+        f"{'threshold':>9} {'routed':>7} {'agreement':>9} {'docs/s':>10}",
+    ]
+    for c in m["heldout_cascade_curve"][::10]:
+        speed = "" if c["docs_per_s"] is None else f"{c['docs_per_s']:>10.0f}"
+        lines.append(
+            f"{c['threshold']:>9.2f} {c['routed_fraction']:>7.1%} {c['agreement']:>9.3f} {speed}"
+        )
+    return "\n".join(lines)

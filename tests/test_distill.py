@@ -1,0 +1,279 @@
+"""The student: hashing, tf-idf, metrics, cascade, training, persistence; the sample at K = 16."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import entropy
+from sklearn.feature_extraction.text import TfidfTransformer
+
+from gem_app.cascade import agreement, cascade_curve, choose_threshold, mean_kl
+from gem_app.distill import STUDENT_JSON, Student
+from gem_app.hashing import hash_features, inverse_document_frequency, tfidf_weights
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- features
+def test_hash_counts_match_hand_counted_ngrams():
+    texts = ["ab cd ef", "x", "Héllo wörld hello", ""]
+    counts = hash_features(texts, n_buckets=2**20)
+    # words: 3 unigrams + 2 bigrams; bytes: 8 -> 6 + 5 + 4 n-grams of length 3..5
+    assert counts.sum(axis=1).A1.tolist() == [20.0, 1.0, 5.0 + (17 + 16 + 15), 0.0]
+    # "hello" twice (case folded): one bucket with count 2 among the word unigrams
+    only_words = hash_features(["Hello hello"], n_buckets=2**20, char_ngrams=None)
+    assert sorted(only_words.data.tolist()) == [1.0, 2.0]  # bigram "hello hello", unigram x2
+
+
+def test_batch_equals_one_by_one_and_no_ngram_crosses_documents():
+    texts = ["kernel driver", "driver kernel module", "a", "zz top zz"]
+    together = hash_features(texts, n_buckets=4096).toarray()
+    alone = np.vstack([hash_features([t], n_buckets=4096).toarray() for t in texts])
+    np.testing.assert_array_equal(together, alone)
+
+
+def test_hashing_is_the_same_in_another_process():
+    code = (
+        "from gem_app.hashing import hash_features;"
+        "m = hash_features(['Debian font package', 'ünïcode'], n_buckets=2**18);"
+        "print(m.indices.tolist(), m.data.tolist())"
+    )
+    outputs = set()
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        run = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+        )
+        outputs.add(run.stdout)
+    here = hash_features(["Debian font package", "ünïcode"], n_buckets=2**18)
+    assert outputs == {f"{here.indices.tolist()} {here.data.tolist()}\n"}
+
+
+def test_tfidf_matches_independent_formula_and_sklearn_idf():
+    rng = np.random.default_rng(0)
+    dense = rng.integers(0, 4, size=(6, 10)).astype(np.float32)
+    dense[5] = 0  # an empty document stays empty
+    from scipy import sparse
+
+    counts = sparse.csr_matrix(dense)
+    idf = inverse_document_frequency(counts)
+    sk = TfidfTransformer(smooth_idf=True).fit(dense)
+    np.testing.assert_allclose(idf, sk.idf_, rtol=1e-6)
+    weights = tfidf_weights(counts, idf).toarray()
+    expected = np.log1p(dense) * sk.idf_
+    norms = np.linalg.norm(expected, axis=1, keepdims=True)
+    expected = np.divide(expected, norms, out=np.zeros_like(expected), where=norms > 0)
+    np.testing.assert_allclose(weights, expected, rtol=1e-5, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_agreement_and_kl_against_scipy():
+    rng = np.random.default_rng(1)
+    q = rng.dirichlet(np.ones(5), size=20)
+    p = rng.dirichlet(np.ones(5), size=20)
+    assert agreement(p, q) == np.mean(p.argmax(1) == q.argmax(1))
+    assert mean_kl(q, p) == pytest.approx(
+        np.mean([entropy(a, b) for a, b in zip(q, p, strict=True)])
+    )
+    assert mean_kl(q, q) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_cascade_curve_by_hand():
+    confidence = np.array([0.2, 0.4, 0.6, 0.9])
+    agrees = np.array([False, True, False, True])
+    curve = cascade_curve(
+        confidence, agrees, [0.0, 0.5, 0.7, 1.0], student_rate=1000.0, teacher_rate=10.0
+    )
+    assert [c["routed_fraction"] for c in curve] == [0.0, 0.5, 0.75, 1.0]
+    assert [c["agreement"] for c in curve] == [0.5, 0.75, 1.0, 1.0]
+    assert curve[1]["docs_per_s"] == pytest.approx(1.0 / (1 / 1000 + 0.5 / 10))
+    assert choose_threshold(curve, 0.75) == 0.5
+    assert choose_threshold(curve, 0.99) == 0.7
+    assert cascade_curve(confidence, agrees, [0.5])[0]["docs_per_s"] is None
+
+
+# ----------------------------------------------------------------------------- training
+TOPICS = [
+    "kernel driver module linux device firmware hardware usb",
+    "python library package module import numpy data",
+    "font typeface glyph truetype opentype unicode script",
+]
+
+
+def topic_texts(n, seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, len(TOPICS), size=n)
+    texts = [" ".join(rng.choice(TOPICS[k].split(), size=10)) for k in labels]
+    q = np.full((n, len(TOPICS)), 0.05)
+    q[np.arange(n), labels] = 0.9
+    return texts, q, labels
+
+
+@pytest.fixture(scope="module")
+def small_student():
+    texts, q, _ = topic_texts(300, 0)
+    return Student(
+        n_buckets=2**12, hidden=16, static_vectors=False, epochs=6, batch_size=64, random_state=0
+    ).fit(texts, q)
+
+
+def test_student_learns_and_picks_a_threshold(small_student):
+    texts, q, labels = topic_texts(100, 1)
+    p = small_student.predict_proba(texts)
+    assert p.shape == (100, 3) and p.dtype == np.float32
+    np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-5)
+    assert agreement(p, q) >= 0.95
+    assert small_student.history_[0]["epoch"] == 1
+    assert 0.0 <= small_student.threshold_ <= 1.0
+    curve = small_student.cascade_curve_
+    at = next(c for c in curve if c["threshold"] == small_student.threshold_)
+    assert at["agreement"] >= small_student.target_agreement
+    lower = [c for c in curve if c["threshold"] < small_student.threshold_]
+    assert all(c["agreement"] < small_student.target_agreement for c in lower)
+
+
+def test_same_seed_same_student():
+    texts, q, _ = topic_texts(120, 2)
+    kw = dict(n_buckets=2**10, hidden=0, static_vectors=False, epochs=2, random_state=3)
+    a = Student(**kw).fit(texts, q).predict_proba(texts)
+    b = Student(**kw).fit(texts, q).predict_proba(texts)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_save_load_roundtrip_and_version_check(small_student, tmp_path):
+    small_student.save(tmp_path / "s", cluster_labels=["kernel", "python", "fonts"])
+    loaded = Student.load(tmp_path / "s")
+    texts, _, _ = topic_texts(30, 5)
+    np.testing.assert_array_equal(loaded.predict_proba(texts), small_student.predict_proba(texts))
+    doc = json.loads((tmp_path / "s" / STUDENT_JSON).read_text())
+    assert doc["cluster_labels"] == ["kernel", "python", "fonts"]
+    assert doc["threshold"] == small_student.threshold_
+    shutil.copytree(tmp_path / "s", tmp_path / "old")
+    doc["format_version"] = 0
+    (tmp_path / "old" / STUDENT_JSON).write_text(json.dumps(doc))
+    with pytest.raises(
+        ValueError, match="format_version 0 is not supported.*reads format_version 1"
+    ):
+        Student.load(tmp_path / "old")
+    with pytest.raises(ValueError, match="not a student folder"):
+        Student.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"hidden": -1}, "hidden"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"epochs": 0}, "epochs"),
+        ({"char_ngrams": (4, 2)}, "char_ngrams"),
+        ({"validation_fraction": 1.5}, "validation_fraction"),
+    ],
+)
+def test_bad_parameters(params, message):
+    texts, q, _ = topic_texts(20, 0)
+    with pytest.raises(ValueError, match=message):
+        Student(**params).fit(texts, q)
+
+
+def test_bad_teacher_probabilities():
+    texts, q, _ = topic_texts(20, 0)
+    with pytest.raises(ValueError, match=r"shape \(20, K >= 2\)"):
+        Student().fit(texts, q[:10])
+    with pytest.raises(ValueError, match="text 3 is int"):
+        Student().fit(texts[:3] + [5] + texts[4:], q)
+    q[7] = [0.5, 0.6, 0.1]
+    with pytest.raises(ValueError, match="row 7"):
+        Student().fit(texts, q)
+
+
+# ----------------------------------------------------------------------------- the sample
+@pytest.mark.slow
+def test_sample_student_and_cascade_agree_with_teacher():
+    """Held-out 20% of the Debian sample, teacher GEM K = 16 on its MiniLM embeddings."""
+    import pandas as pd
+
+    from gem_app.gem import GEM
+
+    frame = pd.read_parquet(REPO / "sample_data" / "debian_packages.parquet")
+    X = np.load(REPO / "sample_data" / "embeddings.npy").astype(np.float64)
+    teacher = GEM(16, random_state=0).fit(X, sample_weight=frame["tokens"].to_numpy())
+    q = teacher.predict_proba(X)
+    order = np.random.default_rng(0).permutation(len(frame))
+    test, train = np.sort(order[:1000]), np.sort(order[1000:])
+    texts = frame["text"].tolist()
+    student = Student(random_state=0).fit([texts[i] for i in train], q[train])
+    p = student.predict_proba([texts[i] for i in test])
+    student_agreement = agreement(p, q[test])
+    assert student_agreement >= 0.80
+    # the cascade: below the default threshold, the teacher answers (from the precomputed
+    # embeddings; the encoder step is a look-up here)
+    routed = p.max(1) < student.threshold_
+    final = np.where(routed, q[test].argmax(1), p.argmax(1))
+    assert np.mean(final == q[test].argmax(1)) >= 0.97
+    assert routed.mean() < 0.75  # the student does take a share of the work
+
+
+def test_cli_distill_writes_student_with_metrics(tmp_path, capsys):
+    import pandas as pd
+
+    from gem_app.cli import main
+
+    texts, _, labels = topic_texts(150, 7)
+    rng = np.random.default_rng(7)
+    centres = rng.normal(size=(3, 6))
+    X = centres[labels] + 0.2 * rng.normal(size=(150, 6))
+    pd.DataFrame({"id": [f"d{i}" for i in range(150)], "text": texts}).to_parquet(
+        tmp_path / "c.parquet"
+    )
+    np.save(tmp_path / "e.npy", X.astype(np.float32))
+    assert (
+        main(
+            [
+                "fit",
+                str(tmp_path / "c.parquet"),
+                "--embeddings",
+                str(tmp_path / "e.npy"),
+                "--k",
+                "3",
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    code = main(
+        [
+            "distill",
+            str(tmp_path / "run"),
+            "--out",
+            str(tmp_path / "st"),
+            "--epochs",
+            "3",
+            "--hidden",
+            "0",
+            "--no-static-vectors",
+            "--encoder-sample",
+            "0",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "held-out agreement with the teacher" in printed and "cascade at the default" in printed
+    doc = json.loads((tmp_path / "st" / STUDENT_JSON).read_text())
+    metrics = doc["metrics"]
+    assert metrics["n_heldout"] == 30 and metrics["n_train"] == 120
+    assert metrics["teacher_docs_per_s"] is None and metrics["student_docs_per_s"] > 0
+    student = Student.load(tmp_path / "st")
+    assert student.n_clusters_ == 3 and doc["threshold"] == student.threshold_
+    assert (
+        main(["distill", str(tmp_path / "run"), "--out", str(tmp_path / "x"), "--holdout", "1.5"])
+        == 2
+    )
