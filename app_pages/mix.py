@@ -165,6 +165,7 @@ def main() -> None:
     )
 
     st.subheader("Export")
+
     def document():  # built on demand: it hashes the assignments file, too slow per slider move
         return build_mixture_document(view.run, report, domains=domains)
 

@@ -123,10 +123,14 @@ class GEM:
             raise ValueError(f"n_clusters={K} is larger than the number of valid rows ({n_rows})")
         if not _is_real(self.balance) or not self.balance >= 0 or not np.isfinite(self.balance):
             raise ValueError(f"balance (lambda) must be a finite number >= 0, got {self.balance!r}")
-        if not _is_real(self.temperature) or not self.temperature > 0 or not np.isfinite(
-            self.temperature
+        if (
+            not _is_real(self.temperature)
+            or not self.temperature > 0
+            or not np.isfinite(self.temperature)
         ):
-            raise ValueError(f"temperature (T) must be a finite number > 0, got {self.temperature!r}")
+            raise ValueError(
+                f"temperature (T) must be a finite number > 0, got {self.temperature!r}"
+            )
         for name in ("max_iter", "n_init"):
             value = getattr(self, name)
             if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
@@ -191,7 +195,12 @@ class GEM:
         )
         mean, whitening = self._geometry()
         rows = mm.prepare_rows(
-            X, weight, mean, whitening, device=device, dtype=dtype,
+            X,
+            weight,
+            mean,
+            whitening,
+            device=device,
+            dtype=dtype,
             chunk_size=mm.chunk_rows(d, self.n_clusters, device),
         )
         rng = np.random.default_rng(self.random_state)
@@ -257,8 +266,13 @@ class GEM:
         for start in range(0, n, size):
             stop = min(start + size, n)
             rows = mm.prepare_rows(
-                X[start:stop], np.ones(stop - start), mean, whitening,
-                device=device, dtype=dtype, chunk_size=size,
+                X[start:stop],
+                np.ones(stop - start),
+                mean,
+                whitening,
+                device=device,
+                dtype=dtype,
+                chunk_size=size,
             )
             q, _ = mm._chunk_q(scores(rows, 0), eta, self.temperature)
             yield slice(start, stop), q
@@ -280,7 +294,12 @@ class GEM:
         device = mm.resolve_device(self.device, X)
         mean, whitening = self._geometry()
         rows = mm.prepare_rows(
-            X, np.ones(X.shape[0]), mean, whitening, device=device, dtype=mm.compute_dtype(X),
+            X,
+            np.ones(X.shape[0]),
+            mean,
+            whitening,
+            device=device,
+            dtype=mm.compute_dtype(X),
             chunk_size=mm.chunk_rows(X.shape[1], self.n_clusters, device),
         )
         x = torch.cat([rows.points(j) for j in range(len(rows))])
@@ -295,8 +314,20 @@ class GEM:
         return {
             name: getattr(self, name)
             for name in (
-                "n_clusters", "balance", "temperature", "prior", "max_iter", "tol", "n_init",
-                "init", "concentration", "center", "whiten", "device", "random_state", "callback",
+                "n_clusters",
+                "balance",
+                "temperature",
+                "prior",
+                "max_iter",
+                "tol",
+                "n_init",
+                "init",
+                "concentration",
+                "center",
+                "whiten",
+                "device",
+                "random_state",
+                "callback",
             )
         }
 
@@ -491,7 +522,9 @@ def _check_array(X, n_features=None):
         if not np.issubdtype(X.dtype, np.floating):
             X = X.astype(np.float32)
     if X.ndim != 2:
-        raise ValueError(f"embeddings must be 2-D (n_samples, n_features), got shape {tuple(X.shape)}")
+        raise ValueError(
+            f"embeddings must be 2-D (n_samples, n_features), got shape {tuple(X.shape)}"
+        )
     n, d = X.shape
     if n == 0:
         raise ValueError("no rows to fit: the embeddings array is empty")

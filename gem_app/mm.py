@@ -93,7 +93,8 @@ class Rows:
         self.bounds = [(a, min(a + chunk_size, n)) for a in range(0, n, chunk_size)]
         self.mean = None if mean is None else torch.as_tensor(mean, device=device, dtype=dtype)
         self.whitening_t = (
-            None if whitening is None
+            None
+            if whitening is None
             else torch.as_tensor(whitening.T, device=device, dtype=dtype).contiguous()
         )
         self.weight = [
@@ -159,7 +160,9 @@ class Rows:
 
 def prepare_rows(X, sample_weight, mean, whitening, *, device, dtype, chunk_size) -> Rows:
     """Chunk X into corrected points on ``device`` (see :class:`Rows`)."""
-    return Rows(X, sample_weight, mean, whitening, device=device, dtype=dtype, chunk_size=chunk_size)
+    return Rows(
+        X, sample_weight, mean, whitening, device=device, dtype=dtype, chunk_size=chunk_size
+    )
 
 
 @dataclass
@@ -238,7 +241,12 @@ FULL_NEWTON_MAX_K = 256
 
 
 def assignment_stats(
-    scores, rows: Rows, eta: np.ndarray, temperature: float, *, precise: bool = True,
+    scores,
+    rows: Rows,
+    eta: np.ndarray,
+    temperature: float,
+    *,
+    precise: bool = True,
     full: bool | None = None,
 ) -> QStats:
     """rho(eta), the second moments and the mean log-partition from score chunks.
@@ -376,12 +384,19 @@ def solve_dual(
             warnings.simplefilter("ignore")  # precision-loss notes near the optimum
             if full:
                 result = optimize.minimize(
-                    value_and_grad, eta, jac=True, hess=hessian, method="trust-exact",
+                    value_and_grad,
+                    eta,
+                    jac=True,
+                    hess=hessian,
+                    method="trust-exact",
                     options={"gtol": gtol, "maxiter": budget},
                 )
             else:
                 result = optimize.minimize(
-                    value_and_grad, eta, jac=True, method="L-BFGS-B",
+                    value_and_grad,
+                    eta,
+                    jac=True,
+                    method="L-BFGS-B",
                     options={"gtol": gtol, "ftol": 0.0, "maxiter": budget, "maxfun": budget},
                 )
         eta = result.x - result.x.mean()
@@ -424,8 +439,14 @@ class Resultants:
 
 
 def resultant_pass(
-    score_chunk, rows: Rows, eta: np.ndarray | None, temperature: float, *, hard: bool = False,
-    labels: bool = False, second_moments: str | None = None,
+    score_chunk,
+    rows: Rows,
+    eta: np.ndarray | None,
+    temperature: float,
+    *,
+    hard: bool = False,
+    labels: bool = False,
+    second_moments: str | None = None,
 ) -> Resultants:
     """One pass computing q (soft, or one-hot argmax when ``hard``) and the resultants r_k.
 
@@ -482,7 +503,9 @@ def resultant_pass(
 def linear_term(params: Params, stats: Resultants, total_weight: float) -> float:
     """(1/A) sum_i a_i sum_k q_ik s_ik = (1/A) sum_k [kappa_k mu_k . r_k + n_k b_k]."""
     kappa_mu_r = np.einsum("kd,kd->k", params.mean_directions, stats.resultants)
-    return float((params.concentrations * kappa_mu_r + stats.counts * params.bias).sum() / total_weight)
+    return float(
+        (params.concentrations * kappa_mu_r + stats.counts * params.bias).sum() / total_weight
+    )
 
 
 def update_parameters(

@@ -103,10 +103,18 @@ def corpus_embeddings(
     for i, reason in sorted(invalid.items()):
         keep[i] = False
         records.append(
-            {"row": int(corpus.source_rows[i]), "id": frame["id"].iloc[i], "reason": f"embedding {reason}"}
+            {
+                "row": int(corpus.source_rows[i]),
+                "id": frame["id"].iloc[i],
+                "reason": f"embedding {reason}",
+            }
         )
     rejected = pd.DataFrame(records, columns=["row", "id", "reason"])
-    return frame[keep].reset_index(drop=True), np.ascontiguousarray(X[keep], dtype=np.float32), rejected
+    return (
+        frame[keep].reset_index(drop=True),
+        np.ascontiguousarray(X[keep], dtype=np.float32),
+        rejected,
+    )
 
 
 def fit_corpus(
@@ -187,8 +195,11 @@ def load_run(folder) -> FitRun:
     metadata = json.loads((folder / "model.json").read_text(encoding="utf-8"))["metadata"]
     cols = metadata["columns"]
     corpus = load_corpus(
-        metadata["data"], text_col=cols["text"], id_col=cols["id"],
-        label_col=cols.get("label"), tokens_col=cols.get("tokens"),
+        metadata["data"],
+        text_col=cols["text"],
+        id_col=cols["id"],
+        label_col=cols.get("label"),
+        tokens_col=cols.get("tokens"),
     )
     assignments = pd.read_parquet(folder / ASSIGNMENTS)
     ref = metadata["embeddings"]

@@ -25,8 +25,14 @@ def planted_corpus(n_per=40, d=16, seed=0):
     for k in range(3):
         for i in range(n_per):
             words = rng.choice(WORDS[k], size=6)
-            rows.append({"id": f"doc-{k}-{i}", "text": " ".join(words), "section": f"s{k}",
-                         "tokens": int(rng.integers(5, 50))})
+            rows.append(
+                {
+                    "id": f"doc-{k}-{i}",
+                    "text": " ".join(words),
+                    "section": f"s{k}",
+                    "tokens": int(rng.integers(5, 50)),
+                }
+            )
             X.append(centres[k] + rng.normal(size=d))
             y.append(k)
     return rows, np.array(X, dtype=np.float32), np.array(y)
@@ -47,8 +53,21 @@ def corpus(tmp_path):
 
 
 def fit_args(tmp, *extra):
-    return ["fit", str(tmp / "c.jsonl"), "--embeddings", str(tmp / "e.npy"), "--k", "3",
-            "--label-col", "section", "--tokens-col", "tokens", "--out", str(tmp / "run"), *extra]
+    return [
+        "fit",
+        str(tmp / "c.jsonl"),
+        "--embeddings",
+        str(tmp / "e.npy"),
+        "--k",
+        "3",
+        "--label-col",
+        "section",
+        "--tokens-col",
+        "tokens",
+        "--out",
+        str(tmp / "run"),
+        *extra,
+    ]
 
 
 def test_fit_writes_a_complete_run(corpus, capsys):
@@ -116,41 +135,97 @@ def test_bad_files_exit_2(corpus, capsys):
     tmp, rows, X, _ = corpus
     out = tmp / "run"
     (tmp / "empty.jsonl").write_bytes(b"")
-    expect_exit_2(capsys, ["fit", str(tmp / "empty.jsonl"), "--k", "2", "--out", str(out)], "empty", out)
+    expect_exit_2(
+        capsys, ["fit", str(tmp / "empty.jsonl"), "--k", "2", "--out", str(out)], "empty", out
+    )
 
     write_jsonl(tmp / "notext.jsonl", [{"id": 1, "body": "x"}])
-    expect_exit_2(capsys, ["fit", str(tmp / "notext.jsonl"), "--k", "1", "--out", str(out)], "text", out)
+    expect_exit_2(
+        capsys, ["fit", str(tmp / "notext.jsonl"), "--k", "1", "--out", str(out)], "text", out
+    )
 
     (tmp / "bad.jsonl").write_bytes(b'{"id": 1, "text": "caf\xe9"}\n')
-    expect_exit_2(capsys, ["fit", str(tmp / "bad.jsonl"), "--k", "1", "--out", str(out)], "utf-8", out)
+    expect_exit_2(
+        capsys, ["fit", str(tmp / "bad.jsonl"), "--k", "1", "--out", str(out)], "utf-8", out
+    )
 
     dup = [dict(r) for r in rows]
     dup[3]["id"] = dup[1]["id"]
     write_jsonl(tmp / "dup.jsonl", dup)
     expect_exit_2(
-        capsys, ["fit", str(tmp / "dup.jsonl"), "--embeddings", str(tmp / "e.npy"), "--k", "3",
-                 "--out", str(out)], "duplicate", out)
+        capsys,
+        [
+            "fit",
+            str(tmp / "dup.jsonl"),
+            "--embeddings",
+            str(tmp / "e.npy"),
+            "--k",
+            "3",
+            "--out",
+            str(out),
+        ],
+        "duplicate",
+        out,
+    )
 
     np.save(tmp / "short.npy", X[:-1])
     expect_exit_2(
-        capsys, ["fit", str(tmp / "c.jsonl"), "--embeddings", str(tmp / "short.npy"), "--k", "3",
-                 "--out", str(out)], "rows", out)
+        capsys,
+        [
+            "fit",
+            str(tmp / "c.jsonl"),
+            "--embeddings",
+            str(tmp / "short.npy"),
+            "--k",
+            "3",
+            "--out",
+            str(out),
+        ],
+        "rows",
+        out,
+    )
 
     np.save(tmp / "d1.npy", X[:, :1])
     expect_exit_2(
-        capsys, ["fit", str(tmp / "c.jsonl"), "--embeddings", str(tmp / "d1.npy"), "--k", "3",
-                 "--out", str(out)], "2 dimensions", out)
+        capsys,
+        [
+            "fit",
+            str(tmp / "c.jsonl"),
+            "--embeddings",
+            str(tmp / "d1.npy"),
+            "--k",
+            "3",
+            "--out",
+            str(out),
+        ],
+        "2 dimensions",
+        out,
+    )
 
     np.save(tmp / "obj.npy", np.array([{"a": 1}] * len(rows), dtype=object), allow_pickle=True)
     expect_exit_2(
-        capsys, ["fit", str(tmp / "c.jsonl"), "--embeddings", str(tmp / "obj.npy"), "--k", "3",
-                 "--out", str(out)], "object", out)
+        capsys,
+        [
+            "fit",
+            str(tmp / "c.jsonl"),
+            "--embeddings",
+            str(tmp / "obj.npy"),
+            "--k",
+            "3",
+            "--out",
+            str(out),
+        ],
+        "object",
+        out,
+    )
 
     table = pa.Table.from_pylist(rows)
     pq.write_table(table, tmp / "c.parquet")
     data = (tmp / "c.parquet").read_bytes()
     (tmp / "trunc.parquet").write_bytes(data[: len(data) // 2])
-    expect_exit_2(capsys, ["fit", str(tmp / "trunc.parquet"), "--k", "2", "--out", str(out)], "parquet", out)
+    expect_exit_2(
+        capsys, ["fit", str(tmp / "trunc.parquet"), "--k", "2", "--out", str(out)], "parquet", out
+    )
 
 
 def test_all_zero_embeddings_are_rejected_and_listed(corpus, capsys):
@@ -175,13 +250,37 @@ def test_embed_then_fit(tmp_path, capsys):
         {"id": 5, "text": "Play and organise your music collection."},
     ]
     write_jsonl(tmp_path / "small.jsonl", rows)
-    assert main(["embed", str(tmp_path / "small.jsonl"), "--out", str(tmp_path / "E.npy"),
-                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                str(tmp_path / "small.jsonl"),
+                "--out",
+                str(tmp_path / "E.npy"),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ]
+        )
+        == 0
+    )
     E = np.load(tmp_path / "E.npy", allow_pickle=False)
     assert E.shape == (5, 384) and E.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(E[[0, 2, 3, 4]], axis=1), 1.0, atol=1e-5)
     assert not E[1].any()  # the rejected row is a zero vector, rejected again by fit
-    assert main(["fit", str(tmp_path / "small.jsonl"), "--embeddings", str(tmp_path / "E.npy"),
-                 "--k", "2", "--out", str(tmp_path / "run")]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(tmp_path / "small.jsonl"),
+                "--embeddings",
+                str(tmp_path / "E.npy"),
+                "--k",
+                "2",
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 0
+    )
     labels = pd.read_parquet(tmp_path / "run" / "assignments.parquet").set_index("id")["cluster"]
     assert labels[1] == labels[4] and labels[3] == labels[5] and labels[1] != labels[3]

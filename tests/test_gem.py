@@ -87,7 +87,9 @@ def mm_problems(draw):
     return X.astype(dtype), a, K, lam, T, conc, seed
 
 
-@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(mm_problems())
 def test_objective_never_decreases(problem):
     X, a, K, lam, T, conc, seed = problem
@@ -129,8 +131,15 @@ def test_lambda0_T1_is_vmf_em_with_fixed_prior():
     prior = np.array([0.5, 0.3, 0.2])
     n_iter = 40
     model = GEM(
-        3, balance=0.0, temperature=1.0, prior=prior, init=init, center=False,
-        concentration="per-cluster", tol=0.0, max_iter=n_iter,
+        3,
+        balance=0.0,
+        temperature=1.0,
+        prior=prior,
+        init=init,
+        center=False,
+        concentration="per-cluster",
+        tol=0.0,
+        max_iter=n_iter,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -158,8 +167,14 @@ def test_small_temperature_with_tied_kappa_is_spherical_kmeans():
     rng = np.random.default_rng(0)
     init = x[rng.choice(len(x), 4, replace=False)]
     model = GEM(
-        4, balance=0.0, temperature=1e-4, init=init, center=False, concentration="tied",
-        tol=0, max_iter=100,
+        4,
+        balance=0.0,
+        temperature=1e-4,
+        init=init,
+        center=False,
+        concentration="tied",
+        tol=0,
+        max_iter=100,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -186,7 +201,9 @@ def test_dual_solution_maximises_the_q_step():
     a = rng.integers(1, 5, 50).astype(float)
     T, lam = 0.7, 2.0
     rows = SimpleNamespace(  # what the dual reads
-        weight=[torch.tensor(a)], total_weight=a.sum(), device=torch.device("cpu"),
+        weight=[torch.tensor(a)],
+        total_weight=a.sum(),
+        device=torch.device("cpu"),
         dtype=torch.float64,
     )
 
@@ -194,7 +211,13 @@ def test_dual_solution_maximises_the_q_step():
         return T * (a @ logsumexp((S + eta) / T, axis=1)) / a.sum() + lam * logsumexp(-eta / lam)
 
     eta, stats, _ = mm.solve_dual(
-        [torch.tensor(S)], rows, np.zeros(4), T, lam, floor=-np.inf, gap_tol=1e-14,
+        [torch.tensor(S)],
+        rows,
+        np.zeros(4),
+        T,
+        lam,
+        floor=-np.inf,
+        gap_tol=1e-14,
     )
     ref = minimize(g, np.zeros(4), method="BFGS", options={"gtol": 1e-12}).x
     np.testing.assert_allclose(eta - eta.mean(), ref - ref.mean(), atol=1e-5)
@@ -235,7 +258,9 @@ def test_predict_proba_against_independent_posterior():
     x = model.transform(X)
     s = model.concentrations_ * (x @ model.mean_directions_.T) + ref_log_c(3, model.concentrations_)
     z = (s + np.log(model.prior_) + model.dual_) / 1.5
-    np.testing.assert_allclose(model.predict_proba(X), np.exp(z - logsumexp(z, 1, keepdims=True)), atol=1e-10)
+    np.testing.assert_allclose(
+        model.predict_proba(X), np.exp(z - logsumexp(z, 1, keepdims=True)), atol=1e-10
+    )
 
 
 def test_torch_input_and_float32_agree_with_float64():

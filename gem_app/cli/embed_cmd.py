@@ -27,8 +27,10 @@ def run(args) -> int:
     corpus = load_corpus(args.data, text_col=args.text_col, id_col=args.id_col)
     with progress_bar(len(corpus.frame), "embedding", "doc") as bar:
         X = embed_texts(
-            corpus.frame["text"].tolist(), batch_size=args.batch_size,
-            cache_dir=args.cache_dir, progress=counting_callback(bar),
+            corpus.frame["text"].tolist(),
+            batch_size=args.batch_size,
+            cache_dir=args.cache_dir,
+            progress=counting_callback(bar),
         )
     # one row per file row, so that `gem fit --embeddings` lines up with the file;
     # rejected rows get zero vectors, which the fit rejects and lists again

@@ -29,20 +29,34 @@ def register(sub) -> None:
 def run(args) -> int:
     if args.k <= 0:
         raise ValueError(f"--k must be a positive integer, got {args.k}")
-    with progress_bar(None, "embedding", "doc") as ebar, progress_bar(args.max_iter, "fitting", "iter") as fbar:
+    with (
+        progress_bar(None, "embedding", "doc") as ebar,
+        progress_bar(args.max_iter, "fitting", "iter") as fbar,
+    ):
 
         def on_iteration(iteration: int, objective: float) -> None:
             fbar.update(iteration - fbar.n)
             fbar.set_postfix(J=f"{objective:.6g}")
 
         fit = fit_corpus(
-            args.data, args.out, n_clusters=args.k, embeddings=args.embeddings,
-            text_col=args.text_col, id_col=args.id_col, label_col=args.label_col,
-            tokens_col=args.tokens_col, cache_dir=args.cache_dir,
-            embed_progress=counting_callback(ebar), balance=args.balance,
-            temperature=args.temperature, concentration=args.concentration,
-            max_iter=args.max_iter, n_init=args.n_init, random_state=args.seed,
-            device=args.device, callback=on_iteration,
+            args.data,
+            args.out,
+            n_clusters=args.k,
+            embeddings=args.embeddings,
+            text_col=args.text_col,
+            id_col=args.id_col,
+            label_col=args.label_col,
+            tokens_col=args.tokens_col,
+            cache_dir=args.cache_dir,
+            embed_progress=counting_callback(ebar),
+            balance=args.balance,
+            temperature=args.temperature,
+            concentration=args.concentration,
+            max_iter=args.max_iter,
+            n_init=args.n_init,
+            random_state=args.seed,
+            device=args.device,
+            callback=on_iteration,
         )
     print(summary(fit))
     return 0
