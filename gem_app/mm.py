@@ -158,6 +158,28 @@ class Rows:
         return out
 
 
+@dataclass
+class RowWeights:
+    """Row masses a_i by chunk: all that the dual's passes need of the rows.
+
+    :class:`Rows` has the same attributes; this stands alone for scores that were
+    computed elsewhere (the app's frozen-geometry re-assignment).
+    """
+
+    weight: list  # float64 tensors, one per chunk
+    weight_c: list  # the same in the compute dtype
+    total_weight: float
+    device: torch.device
+    dtype: torch.dtype
+
+    @classmethod
+    def from_array(cls, weights: np.ndarray, bounds, *, device, dtype) -> RowWeights:
+        chunks = [
+            torch.as_tensor(weights[a:b], dtype=torch.float64, device=device) for a, b in bounds
+        ]
+        return cls(chunks, [w.to(dtype) for w in chunks], float(np.sum(weights)), device, dtype)
+
+
 def prepare_rows(X, sample_weight, mean, whitening, *, device, dtype, chunk_size) -> Rows:
     """Chunk X into corrected points on ``device`` (see :class:`Rows`)."""
     return Rows(

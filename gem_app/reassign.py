@@ -14,12 +14,10 @@ each slider move only solves the K-dimensional dual over them
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import optimize
 
 from gem_app import mm
 
@@ -42,120 +40,6 @@ class Reassignment:
     q: np.ndarray
     masses: np.ndarray
     dual: np.ndarray
-
-
-@dataclass
-class _Stats:
-    """Weighted statistics of q(eta) = softmax((s + eta)/T) over all rows, float64."""
-
-    masses: np.ndarray  # (K,)
-    second_moments: np.ndarray  # (K, K): sum_i a_i q_i q_i^T / A
-    mean_lse: float  # (1/A) sum_i a_i logsumexp((s_i + eta)/T)
-
-
-def _softmax_rows(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    top = z.max(axis=1, keepdims=True)
-    e = np.exp(z - top)
-    total = e.sum(axis=1, keepdims=True)
-    return e / total, (top + np.log(total))[:, 0]
-
-
-def _stats(scores, weights, eta, temperature) -> _Stats:
-    K = scores.shape[1]
-    masses, second, lse_sum = np.zeros(K), np.zeros((K, K)), 0.0
-    shift = eta.astype(np.float32)
-    for a in range(0, scores.shape[0], _CHUNK_ROWS):
-        s, w = scores[a : a + _CHUNK_ROWS], weights[a : a + _CHUNK_ROWS]
-        q, lse = _softmax_rows((s + shift) / np.float32(temperature))
-        wq = q * w[:, None].astype(np.float32)
-        masses += wq.sum(axis=0, dtype=np.float64)
-        second += (wq.T @ q).astype(np.float64)
-        lse_sum += float(w @ lse.astype(np.float64))
-    A = float(weights.sum())
-    return _Stats(masses / A, second / A, lse_sum / A)
-
-
-def _beta(eta: np.ndarray, balance: float) -> np.ndarray:
-    v = -eta / balance
-    e = np.exp(v - v.max())
-    return e / e.sum()
-
-
-def _solve_dual(scores, weights, eta, temperature, balance, *, gap_tol=1e-11, max_iter=50):
-    """Minimise g(eta) = T mean_lse + lambda logsumexp(-eta/lambda) by trust-region Newton.
-
-    Gradient rho(eta) - beta(eta); Hessian (diag(rho) - E[q q^T])/T
-    + (diag(beta) - beta beta^T)/lambda; the shift invariance is fixed by the penalty
-    (sum eta)^2 / (2K). Stops when the duality gap lambda KL(rho || beta) <= gap_tol.
-    """
-    K = len(eta)
-    cache: dict[bytes, _Stats] = {}
-
-    def stats_at(v):
-        key = v.tobytes()
-        if key not in cache:
-            if len(cache) > 8:
-                cache.clear()
-            cache[key] = _stats(scores, weights, v, temperature)
-        return cache[key]
-
-    def value_and_grad(v):
-        st = stats_at(v)
-        beta_log = -v / balance
-        top = beta_log.max()
-        g = temperature * st.mean_lse + balance * (top + np.log(np.exp(beta_log - top).sum()))
-        shift = v.sum()
-        return g + shift**2 / (2 * K), st.masses - _beta(v, balance) + shift / K
-
-    def hessian(v):
-        st = stats_at(v)
-        beta = _beta(v, balance)
-        h = (np.diag(st.masses) - st.second_moments) / temperature
-        h += (np.diag(beta) - np.outer(beta, beta)) / balance + 1.0 / K
-        return 0.5 * (h + h.T)
-
-    def gap_at(v):
-        # lambda KL(rho || beta), with rho renormalised: float32 rows of q sum to 1 only
-        # to ~1e-9, which would otherwise put a floor under the gap.
-        st, beta = stats_at(v), _beta(v, balance)
-        rho = st.masses / st.masses.sum()
-        nz = rho > 0
-        return balance * float(np.sum(rho[nz] * np.log(rho[nz] / beta[nz])))
-
-    eta = np.asarray(eta, dtype=np.float64) - np.mean(eta)
-    # Damped Newton with a backtracking line search: quadratic near the optimum
-    # (a warm start from the fit or the previous slider position needs 2-4 passes).
-    for _ in range(max_iter):
-        gap = gap_at(eta)
-        if gap <= gap_tol:
-            return eta
-        _, grad = value_and_grad(eta)
-        step = np.linalg.lstsq(hessian(eta), grad, rcond=None)[0]
-        t = 1.0
-        while t > 1e-4:  # merit: the duality gap (float64 from the masses, unlike g)
-            candidate = eta - t * step
-            candidate -= candidate.mean()
-            if gap_at(candidate) < gap:
-                break
-            t *= 0.5
-        else:
-            break  # no progress along the Newton direction: hand over to the trust region
-        eta = candidate
-    for gtol in (1e-9, 1e-12):
-        if gap_at(eta) <= gap_tol:
-            break
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = optimize.minimize(
-                value_and_grad,
-                eta,
-                jac=True,
-                hess=hessian,
-                method="trust-exact",
-                options={"gtol": gtol, "maxiter": 200},
-            )
-        eta = result.x - result.x.mean()
-    return eta
 
 
 def document_scores(model, X) -> np.ndarray:
@@ -250,21 +134,24 @@ def q_from_scores(
     bad = np.flatnonzero(~np.isfinite(w) | (w <= 0))
     if len(bad):
         raise ValueError(f"weights must be finite and > 0; row {bad[0]} is {w[bad[0]]!r}")
+    bounds = [(a, min(a + _CHUNK_ROWS, n)) for a in range(0, n, _CHUNK_ROWS)]
+    chunks = [torch.from_numpy(scores[a:b]) for a, b in bounds]
+    cpu = torch.device("cpu")
+    rows = mm.RowWeights.from_array(w, bounds, device=cpu, dtype=torch.float32)
     if lam == 0.0:
         eta = np.zeros(K)
     else:
         start = np.zeros(K) if dual_start is None else np.asarray(dual_start, dtype=np.float64)
         if start.shape != (K,):
             raise ValueError(f"dual_start must have shape ({K},), got {start.shape}")
-        eta = _solve_dual(scores, w, start, T, lam)
+        eta, _, _ = mm.solve_dual(chunks, rows, start, T, lam, floor=-np.inf, gap_tol=1e-11)
     q = np.empty_like(scores)
     masses = np.zeros(K)
-    shift = eta.astype(np.float32)
-    for a in range(0, n, _CHUNK_ROWS):
-        q[a : a + _CHUNK_ROWS], _ = _softmax_rows(
-            (scores[a : a + _CHUNK_ROWS] + shift) / np.float32(T)
-        )
-        masses += w[a : a + _CHUNK_ROWS] @ q[a : a + _CHUNK_ROWS].astype(np.float64)
+    eta_t = torch.as_tensor(eta, dtype=torch.float32)
+    for (a, b), chunk, weight in zip(bounds, chunks, rows.weight_c, strict=True):
+        q_chunk, _ = mm._chunk_q(chunk, eta_t, T)
+        q[a:b] = q_chunk.numpy()
+        masses += (weight @ q_chunk).double().numpy()
     masses /= w.sum()
     return Reassignment(q=q, masses=masses / masses.sum(), dual=eta)
 

@@ -66,10 +66,11 @@ def test_huge_balance_gives_uniform_masses(fitted):
 
 
 def test_balance_moves_masses_towards_uniform(fitted):
+    # T = 3: soft enough that the masses move measurably (near-hard q barely moves)
     model, X, tokens = fitted
     s = document_scores(model, X)
     spread = [
-        np.ptp(q_from_scores(s, tokens, temperature=1.0, balance=lam).masses)
+        np.ptp(q_from_scores(s, tokens, temperature=3.0, balance=lam).masses)
         for lam in (0.0, 1.0, 10.0)
     ]
     assert spread[0] > spread[1] > spread[2]
