@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
+from gem_app.sphere import check_sample_weight
 from gem_app.vmf_em import (
     VMFMixture,
     _check_matrix,
-    _check_weight,
     fit_vmf_to_labels,
     vmf_log_likelihood,
 )
@@ -180,7 +180,7 @@ def run_baseline(
         raise ValueError(f"n_clusters must be a positive integer, got {n_clusters!r}")
     if n_clusters > len(X):
         raise ValueError(f"n_clusters={n_clusters} is larger than the {len(X)} rows of X")
-    weight = None if sample_weight is None else _check_weight(sample_weight, len(X))
+    weight = None if sample_weight is None else check_sample_weight(sample_weight, len(X))
     start = time.perf_counter()
     labels, proba, model = BASELINES[name](X, int(n_clusters), weight, random_state, **params)
     seconds = time.perf_counter() - start

@@ -19,7 +19,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from gem_app import mm, model_files
 from gem_app.seeding import spherical_kmeans_plus_plus
-from gem_app.sphere import SphereTransform, find_invalid_rows
+from gem_app.sphere import SphereTransform, check_rows, check_sample_weight
 
 FAST_NEWTON_MAX_K = 64  # the per-iteration Newton step uses the full Hessian up to this K
 
@@ -182,10 +182,10 @@ class GEM:
         -------
         self : GEM
         """
-        X = _check_array(X)
+        X = _check_array(X, check_invalid_rows=False)  # SphereTransform.fit scans the rows
         n, d = X.shape
         self._validate_params(n, d)
-        weight = _check_weight(sample_weight, n)
+        weight = check_sample_weight(sample_weight, n)
         log_prior = self._log_prior()
         device = mm.resolve_device(self.device, X)
         dtype = mm.compute_dtype(X)
@@ -510,8 +510,12 @@ def _is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _check_array(X, n_features=None):
-    """Validate a 2-D float array (numpy or torch); invalid rows raise naming the rows."""
+def _check_array(X, n_features=None, *, check_invalid_rows=True):
+    """Validate a 2-D float array (numpy or torch); invalid rows raise naming the rows.
+
+    ``check_invalid_rows=False`` leaves the NaN/Inf/zero-row scan to the caller (``fit``:
+    SphereTransform.fit makes it in the pass that computes the mean direction).
+    """
     if isinstance(X, torch.Tensor):
         if not torch.is_floating_point(X):
             X = X.to(torch.float32)
@@ -532,22 +536,6 @@ def _check_array(X, n_features=None):
         raise ValueError(f"embeddings need at least 2 dimensions to lie on a sphere, got d = {d}")
     if n_features is not None and d != n_features:
         raise ValueError(f"X has {d} features, but this GEM was fitted with {n_features}")
-    invalid = find_invalid_rows(X)
-    if invalid:
-        items = sorted(invalid.items())
-        shown = "; ".join(f"row {i}: {reason}" for i, reason in items[:5])
-        more = f" (and {len(items) - 5} more rows)" if len(items) > 5 else ""
-        raise ValueError(f"invalid embedding rows: {shown}{more}")
+    if check_invalid_rows:
+        check_rows(X, "the embeddings")
     return X
-
-
-def _check_weight(sample_weight, n) -> np.ndarray:
-    if sample_weight is None:
-        return np.ones(n)
-    w = np.asarray(sample_weight, dtype=np.float64)
-    if w.shape != (n,):
-        raise ValueError(f"sample_weight must have shape ({n},), got {w.shape}")
-    bad = np.flatnonzero(~np.isfinite(w) | (w <= 0))
-    if len(bad):
-        raise ValueError(f"sample_weight must be finite and > 0; row {bad[0]} is {w[bad[0]]!r}")
-    return w

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
-__all__ = ["find_invalid_rows", "SphereTransform"]
+__all__ = ["SphereTransform", "check_rows", "check_sample_weight", "find_invalid_rows"]
 
 _CHUNK_ELEMENTS = 1 << 22  # ~32 MiB of float64 per chunk
 _EIGENVALUE_FLOOR = 1e-3  # whitening floor, relative to the mean eigenvalue
@@ -141,9 +141,10 @@ def _output_dtype(arr) -> torch.dtype:
     return torch.float32 if narrow else torch.float64
 
 
-def _validated_weights(sample_weight, n_rows: int) -> np.ndarray | None:
+def check_sample_weight(sample_weight, n_rows: int) -> np.ndarray:
+    """Masses a_i as float64, shape (n_rows,): ones when None; ValueError naming a bad row."""
     if sample_weight is None:
-        return None
+        return np.ones(n_rows)
     if torch.is_tensor(sample_weight):
         sample_weight = sample_weight.detach().cpu().numpy()
     weights = np.asarray(sample_weight)
@@ -163,6 +164,13 @@ def _validated_weights(sample_weight, n_rows: int) -> np.ndarray | None:
             f"({bad.size} bad weight(s) in total)"
         )
     return weights
+
+
+def check_rows(X, name: str = "X") -> None:
+    """ValueError naming the rows of X that cannot be put on the sphere (NaN, Inf, zero)."""
+    invalid = find_invalid_rows(X)
+    if invalid:
+        raise ValueError(_describe_invalid(invalid, name))
 
 
 class SphereTransform(BaseEstimator):
@@ -245,7 +253,7 @@ class SphereTransform(BaseEstimator):
             )
         if n_rows < 1:
             raise ValueError("X has no rows; at least one embedding is needed to fit")
-        weights = _validated_weights(sample_weight, n_rows)
+        weights = None if sample_weight is None else check_sample_weight(sample_weight, n_rows)
         device = _compute_device(arr)
         total = torch.zeros(n_features, dtype=torch.float64, device=device)
         invalid: dict[int, str] = {}

@@ -15,7 +15,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from gem_app.seeding import spherical_kmeans_plus_plus
-from gem_app.sphere import SphereTransform, find_invalid_rows
+from gem_app.sphere import SphereTransform, check_rows, check_sample_weight
 from gem_app.vmf import log_normalizer, solve_kappa
 
 __all__ = ["VMFMixture", "fit_vmf_to_labels", "vmf_log_likelihood"]
@@ -211,7 +211,7 @@ class VMFMixture:
         X = _check_matrix(X)
         n, d = X.shape
         self._validate_params(n, d)
-        weight = _check_weight(sample_weight, n)
+        weight = check_sample_weight(sample_weight, n)
         self.transform_ = SphereTransform(center=self.center, whiten=self.whiten)
         x = np.asarray(self.transform_.fit_transform(X, sample_weight=weight), dtype=np.float64)
         rng = np.random.default_rng(self.random_state)
@@ -312,25 +312,8 @@ def _check_matrix(X) -> np.ndarray:
     X = np.asarray(X)
     if X.ndim != 2 or X.dtype.kind not in "biuf":
         raise ValueError(f"X must be a 2-D numeric array, got shape {X.shape} and dtype {X.dtype}")
-    invalid = find_invalid_rows(X)
-    if invalid:
-        row, reason = next(iter(invalid.items()))
-        raise ValueError(
-            f"X row {row} is invalid ({reason}); {len(invalid)} invalid row(s) in total"
-        )
+    check_rows(X)
     return X
-
-
-def _check_weight(sample_weight, n: int) -> np.ndarray:
-    if sample_weight is None:
-        return np.ones(n)
-    w = np.asarray(sample_weight, dtype=np.float64)
-    if w.shape != (n,):
-        raise ValueError(f"sample_weight must have shape ({n},), got {w.shape}")
-    bad = np.flatnonzero(~np.isfinite(w) | (w <= 0))
-    if bad.size:
-        raise ValueError(f"sample_weight[{bad[0]}] = {w[bad[0]]!r}; weights must be finite and > 0")
-    return w
 
 
 # --------------------------------------------------------------------------- the baselines

@@ -337,13 +337,17 @@ def test_bad_parameters_raise(kwargs, message):
 
 
 @pytest.mark.parametrize(
-    "row, message", [(np.nan, "row 3: .*NaN"), (np.inf, "row 3: .*Inf"), (0.0, "row 3: .*zero")]
+    "row, message",
+    [(np.nan, r"row 3 \(contains NaN"), (np.inf, r"row 3 \(contains Inf"), (0.0, r"row 3 \(zero")],
 )
 def test_invalid_rows_are_named(row, message):
     X = np.random.default_rng(0).normal(size=(10, 4))
+    model = GEM(2, random_state=0).fit(X[[0, 1, 2, 4, 5, 6, 7, 8, 9]])
     X[3] = row
     with pytest.raises(ValueError, match=message):
         GEM(2).fit(X)
+    with pytest.raises(ValueError, match=message):
+        model.predict_proba(X)
 
 
 def test_one_dimensional_embeddings_are_refused():
