@@ -393,7 +393,8 @@ class _Run:
                 est.callback(n_iter, objective)
             if previous is not None:
                 scale = est.tol * max(1.0, abs(objective))
-                converged = abs(objective - previous) <= scale and self._gap(stats, used) <= scale
+                gap = mm.duality_gap(stats.masses, used, self.lam)
+                converged = abs(objective - previous) <= scale and gap <= scale
             previous = objective
             if converged:
                 continue  # polish: the dual solved to full tolerance, and the labels formed
@@ -464,17 +465,8 @@ class _Run:
         stats = mm.resultant_pass(lambda j: scores[j], rows, eta, self.T, labels=final)
         return eta, stats, self._objective(stats, eta), eta
 
-    def _gap(self, stats, eta) -> float:
-        """Duality gap of the q-step's eta: lambda KL(rho(eta) || softmax(-eta / lambda))."""
-        if self.lam == 0.0:
-            return 0.0
-        return self.lam * mm._kl(stats.masses, mm._softmax(-eta / self.lam))
-
     def _objective(self, stats, eta) -> float:
-        """J(q(eta)) = T mean_lse - rho . eta + lambda H(rho)."""
-        return float(
-            self.T * stats.mean_lse - stats.masses @ eta + self.lam * mm.entropy(stats.masses)
-        )
+        return mm.objective(stats.masses, stats.mean_lse, eta, self.T, self.lam)
 
     def _score_views(self):
         """Views of one preallocated (N, K) score buffer, one per row chunk (no fragmentation)."""

@@ -230,10 +230,7 @@ class QStats:
     mean_lse: float
 
     def objective(self, eta: np.ndarray, temperature: float, balance: float) -> float:
-        """J(q(eta)) = T mean_lse - rho . eta + lambda H(rho)  (see docs/method.md)."""
-        return float(
-            temperature * self.mean_lse - self.masses @ eta + balance * entropy(self.masses)
-        )
+        return objective(self.masses, self.mean_lse, eta, temperature, balance)
 
     def dual(self, eta: np.ndarray, temperature: float, balance: float) -> float:
         """g(eta) = T mean_lse + lambda logsumexp(-eta / lambda)."""
@@ -392,11 +389,11 @@ def solve_dual(
     gtol = None
     while True:
         stats = stats_at(eta)
-        beta = _softmax(-eta / balance)
-        gap = balance * _kl(stats.masses, beta)
+        gap = duality_gap(stats.masses, eta, balance)
         if gtol is None:
             # gap ~ (lambda/2) sum_k (rho_k - beta_k)^2 / beta_k: a gradient this small meets gap_tol
-            gtol = float(np.sqrt(2.0 * gap_tol * beta.min() / (balance * K)))
+            beta_min = _softmax(-eta / balance).min()
+            gtol = float(np.sqrt(2.0 * gap_tol * beta_min / (balance * K)))
         if (gap <= gap_tol and stats.objective(eta, temperature, balance) >= floor) or (
             passes[0] >= max_passes or gtol < 1e-15
         ):
@@ -423,6 +420,21 @@ def solve_dual(
                 )
         eta = result.x - result.x.mean()
         gtol *= 1e-3
+
+
+def objective(masses, mean_lse: float, eta, temperature: float, balance: float) -> float:
+    """J(q(eta)) = T mean_lse - rho . eta + lambda H(rho), from one pass's statistics.
+
+    (docs/method.md: sum_k q_ik s_ik + T H(q_i) = T logsumexp_k((s_ik + eta_k)/T) - q_i . eta.)
+    """
+    return float(temperature * mean_lse - masses @ eta + balance * entropy(masses))
+
+
+def duality_gap(masses, eta, balance: float) -> float:
+    """g(eta) - J(q(eta)) = lambda KL(rho(eta) || softmax(-eta / lambda)); 0 when lambda = 0."""
+    if balance == 0.0:
+        return 0.0
+    return balance * _kl(masses, _softmax(-np.asarray(eta) / balance))
 
 
 def _softmax(v: np.ndarray) -> np.ndarray:
