@@ -100,11 +100,13 @@ def test_sweep_k_prefers_the_planted_k(small_fit, tmp_path):
 
 
 def test_app_command_line():
-    args = argparse.Namespace(port=8765, address="127.0.0.1", headless=True, workspace=None)
+    args = argparse.Namespace(port=8765, address="127.0.0.1", open_browser=False, workspace=None)
     cmd = app_cmd.command(args)
     assert cmd[1:4] == ["-m", "streamlit", "run"]
     assert cmd[cmd.index("--server.headless") + 1] == "true"
     assert cmd[cmd.index("--server.port") + 1] == "8765"
     assert cmd[4] == str(app_cmd.ENTRY) and app_cmd.ENTRY.is_file()
     with pytest.raises(ValueError, match="port"):
-        app_cmd.command(argparse.Namespace(port=0, address="x", headless=True, workspace=None))
+        app_cmd.command(argparse.Namespace(port=0, address="x", open_browser=False, workspace=None))
+    args.open_browser = True
+    assert app_cmd.command(args)[app_cmd.command(args).index("--server.headless") + 1] == "false"

@@ -18,7 +18,11 @@ def register(sub) -> None:
     )
     p.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
     p.add_argument("--address", default="localhost", help="address to bind (default localhost)")
-    p.add_argument("--headless", action="store_true", help="do not open a browser window")
+    p.add_argument(
+        "--open-browser",
+        action="store_true",
+        help="also open a browser window (Streamlit may then ask for an e-mail on its first run)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -37,7 +41,7 @@ def command(args) -> list[str]:
         "--server.address",
         args.address,
         "--server.headless",
-        "true" if args.headless else "false",
+        "false" if args.open_browser else "true",
         "--browser.gatherUsageStats",
         "false",
         "--server.maxUploadSize",
@@ -56,7 +60,7 @@ def run(args) -> int:
         workspace.mkdir(parents=True, exist_ok=True)
         env["GEM_WORKSPACE"] = str(workspace)
     print(
-        f"GEM Studio on http://{args.address}:{args.port} (workspace: "
+        f"GEM Studio: open http://{args.address}:{args.port} in your browser (workspace: "
         f"{env.get('GEM_WORKSPACE', Path('gem_workspace').resolve())})",
         flush=True,
     )

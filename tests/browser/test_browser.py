@@ -72,7 +72,6 @@ def server(tmp_path_factory):
             str(workspace),
             "--port",
             str(port),
-            "--headless",
             "--address",
             "127.0.0.1",
         ],
@@ -99,7 +98,6 @@ def browser():
         chromium = p.chromium.launch(
             executable_path=str(CHROMIUM),
             args=[
-                "--headless",
                 "--no-sandbox",
                 "--disable-gpu",
                 "--disable-background-networking",
