@@ -14,6 +14,7 @@ each slider move only solves the K-dimensional dual over them
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,7 +136,10 @@ def q_from_scores(
     if len(bad):
         raise ValueError(f"weights must be finite and > 0; row {bad[0]} is {w[bad[0]]!r}")
     bounds = [(a, min(a + _CHUNK_ROWS, n)) for a in range(0, n, _CHUNK_ROWS)]
-    chunks = [torch.from_numpy(scores[a:b]) for a, b in bounds]
+    with warnings.catch_warnings():
+        # the app shares its score matrix read-only; these views are only ever read
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        chunks = [torch.from_numpy(scores[a:b]) for a, b in bounds]
     cpu = torch.device("cpu")
     rows = mm.RowWeights.from_array(w, bounds, device=cpu, dtype=torch.float32)
     if lam == 0.0:
