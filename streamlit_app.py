@@ -12,7 +12,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app_pages import _shared
-from gem_app.workspace import WorkspaceCorruption
+from gem_app.storage.workspace import WorkspaceCorruption
 
 st.set_page_config(page_title="GEM Studio", page_icon=":material/public:", layout="wide")
 

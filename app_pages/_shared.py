@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from gem_app import app_state
+from gem_app.app import state as app_state
 
 
 def workspace():
@@ -56,7 +56,7 @@ def sidebar() -> None:
 
 
 def current_view():
-    """The :class:`gem_app.app_views.FitView` of the selected fit."""
+    """The :class:`gem_app.app.views.FitView` of the selected fit."""
     name = ensure_fit_selected()
     with st.spinner("Loading the fit…"):
         return app_state.fit_view(workspace(), name)
@@ -76,7 +76,7 @@ def fmt_tokens(n: float) -> str:
 
 def run_page(body) -> None:
     """Run a page body; bad input becomes a message on the page, never a traceback."""
-    from gem_app.workspace import WorkspaceCorruption
+    from gem_app.storage.workspace import WorkspaceCorruption
 
     try:
         body()

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import streamlit as st
 
 from app_pages import _shared
-from gem_app import app_state
-from gem_app.embed import embed_texts
-from gem_app.io import load_corpus
+from gem_app.app import state as app_state
+from gem_app.io.encoder import embed_texts
+from gem_app.io.corpus import load_corpus
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ import streamlit as st
 import torch
 
 from app_pages import _shared
-from gem_app import app_state
+from gem_app.app import state as app_state
 from gem_app.viz import masses_figure, objective_figure, sweep_figure
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import streamlit as st
 
 from app_pages import _shared
-from gem_app import app_state
-from gem_app.projection import DEFAULT_POINT_CAP, sphere_to_lonlat
+from gem_app.app import state as app_state
+from gem_app.app.projection import DEFAULT_POINT_CAP, sphere_to_lonlat
 from gem_app.viz import flat_map_figure, globe_figure
 
 

@@ -7,8 +7,8 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import _shared
-from gem_app import app_state
-from gem_app.export import (
+from gem_app.app import state as app_state
+from gem_app.export.document import (
     FORMATS,
     build_mixture_document,
     check_export_name,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from app_pages import _shared
-from gem_app import app_state
-from gem_app.app_views import cluster_table, taxonomy_table
+from gem_app.app import state as app_state
+from gem_app.app.views import cluster_table, taxonomy_table
 from gem_app.viz import sunburst_figure, treemap_figure
 
 

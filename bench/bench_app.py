@@ -27,7 +27,7 @@ ENTRY = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 
 def synthetic_workspace(root: Path, n: int, k: int = 32, d: int = 64, seed: int = 0) -> str:
     """A synthetic corpus of ``n`` documents (K topics of words, Gaussian blobs on the sphere), fitted."""
-    from gem_app import app_state
+    from gem_app.app import state as app_state
 
     rng = np.random.default_rng(seed)
     topic = rng.integers(k, size=n)
@@ -94,7 +94,7 @@ def main() -> None:
         "--synthetic", type=int, default=0, help="also time an N-document synthetic corpus"
     )
     args = parser.parse_args()
-    from gem_app import app_state
+    from gem_app.app import state as app_state
 
     with tempfile.TemporaryDirectory() as tmp:
         ws = app_state.open_workspace(Path(tmp) / "sample_ws")

@@ -17,7 +17,7 @@ Per-iteration times remove the initialisation: GEM from the timestamps of its
 ``callback`` (one call per q-step, so consecutive calls bracket one full MM iteration),
 faiss and sklearn from two fits with different iteration counts (the difference of the
 times over the difference of the iterations). GEM is also broken down into its parts
-(score GEMM, dual passes, resultant pass, the rest) by wrapping gem_app.mm's functions.
+(score GEMM, dual passes, resultant pass, the rest) by wrapping gem_app.core.mm's functions.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gem_app import mm
-from gem_app.gem import GEM
+from gem_app.core import mm
+from gem_app.core.gem import GEM
 
 GOAL_RATIO_TO_FAISS = 1.5
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,7 +112,7 @@ def anisotropy(X: np.ndarray, chunk_size: int = 65_536) -> float:
 # --------------------------------------------------------------------------- GEM timing
 @dataclass
 class _Profile:
-    """Exclusive seconds spent in wrapped gem_app.mm functions, and dual passes."""
+    """Exclusive seconds spent in wrapped gem_app.core.mm functions, and dual passes."""
 
     seconds: dict = field(default_factory=dict)
     passes: int = 0
@@ -124,7 +124,7 @@ class _Profile:
 
 @contextlib.contextmanager
 def _profiled(profile: _Profile, synchronize=None):
-    """Wrap the MM pieces of gem_app.mm with timers (nested calls are not counted twice)."""
+    """Wrap the MM pieces of gem_app.core.mm with timers (nested calls are not counted twice)."""
     sync = synchronize or (lambda: None)
     originals = []
 
@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"]["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     print(f"load average after: {results['machine']['load_average_after']}")
     if args.json:
-        from gem_app.atomic import write_json
+        from gem_app.utils.files import write_json
 
         write_json(args.json, results)
     return 0

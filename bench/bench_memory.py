@@ -89,9 +89,9 @@ class PhaseTracker:
 
 
 def _instrument(tracker: PhaseTracker) -> None:
-    """Mark the phases of a GEM fit by wrapping the functions gem_app.gem calls."""
-    from gem_app import gem as gem_module
-    from gem_app import mm
+    """Mark the phases of a GEM fit by wrapping the functions gem_app.core.gem calls."""
+    from gem_app.core import gem as gem_module
+    from gem_app.core import mm
 
     def wrap(owner, name: str, label: str) -> None:
         original = getattr(owner, name)
@@ -119,7 +119,7 @@ def child(args: argparse.Namespace) -> dict:
     import torch
     from bench_fit import anisotropic_mixture
 
-    from gem_app.gem import GEM
+    from gem_app.core.gem import GEM
 
     tracker = PhaseTracker(log=sys.stderr)
     tracker.mark("generate input")
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     result["children_ru_maxrss_bytes"] = children_maxrss
     print(_report(result, children_maxrss))
     if args.json:
-        from gem_app.atomic import write_json
+        from gem_app.utils.files import write_json
 
         write_json(args.json, result)
     return 0

@@ -11,7 +11,7 @@ Steps: fit the teacher (GEM K = 16 on the sample's MiniLM embeddings); train the
 time the student (all held-out texts), the real encoder + teacher (``--encoder-sample``
 texts embedded with the offline MiniLM, no cache), and the cascade rate at each threshold;
 then write ``--shards`` JSONL shards (the sample's texts repeated ``--copies`` times) and
-time ``gem_app.assign`` with the local engine (1 and 2 workers) and, with ``--ray``, the Ray
+time ``gem_app.scale.assign`` with the local engine (1 and 2 workers) and, with ``--ray``, the Ray
 engine (1 and 2 actors, a local Ray cluster; its start-up time is included).
 """
 
@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gem_app.assign import assign
-from gem_app.cascade import agreement, cascade_curve, mean_kl
-from gem_app.distill import Student, measure_rate
-from gem_app.embed import embed_texts
-from gem_app.gem import GEM
+from gem_app.scale.assign import assign
+from gem_app.scale.cascade import agreement, cascade_curve, mean_kl
+from gem_app.scale.distill import Student, measure_rate
+from gem_app.io.encoder import embed_texts
+from gem_app.core.gem import GEM
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -23,7 +23,7 @@ The measurements are the named functions of ``BENCHMARKS``, run in order on one 
   timestamps, with the dual passes per iteration and a breakdown by part.
 
 * ``predict_proba``: rows per second of ``GEM.predict_proba`` (the teacher's assignment);
-* ``student``: documents per second of the distilled student (``gem_app.distill``; its
+* ``student``: documents per second of the distilled student (``gem_app.scale.distill``; its
   hashing of the texts runs on the CPU, the network on the device).
 
 More are registered with ``@benchmark("name")``; each takes the Context and returns a dict.
@@ -179,7 +179,7 @@ def spherical_kmeans_step(X: torch.Tensor, centres: torch.Tensor, chunk_size: in
 @benchmark("kmeans")
 def kmeans(ctx: Context) -> dict:
     """ms per spherical k-means iteration (the score matrix in chunks of GEM's size)."""
-    from gem_app import mm
+    from gem_app.core import mm
 
     gen = torch.Generator(device="cpu").manual_seed(ctx.seed)
     start_rows = torch.randperm(ctx.n, generator=gen)[: ctx.k].to(ctx.device)
@@ -196,7 +196,7 @@ def kmeans(ctx: Context) -> dict:
 @benchmark("gem")
 def gem(ctx: Context) -> dict:
     """ms per GEM MM iteration (lambda = 1, tied kappa) on the device tensor."""
-    from gem_app.gem import GEM
+    from gem_app.core.gem import GEM
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning of the one-iteration warm-up
@@ -226,7 +226,7 @@ def gem(ctx: Context) -> dict:
 @benchmark("predict_proba")
 def predict_proba(ctx: Context) -> dict:
     """Rows per second of GEM.predict_proba on the device (the teacher's assignment step)."""
-    from gem_app.gem import GEM
+    from gem_app.core.gem import GEM
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -238,8 +238,8 @@ def predict_proba(ctx: Context) -> dict:
 
 @benchmark("student")
 def student(ctx: Context) -> dict:
-    """Documents per second of the distilled student (gem_app.distill) on the device."""
-    from gem_app.distill import Student
+    """Documents per second of the distilled student (gem_app.scale.distill) on the device."""
+    from gem_app.scale.distill import Student
 
     rng = np.random.default_rng(ctx.seed)
     vocabulary = [f"w{i}" for i in range(5_000)]
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{gem_result.get('ratio_to_floor', float('nan')):.2f}x the floor)"
             )
     if args.json:
-        from gem_app.atomic import write_json
+        from gem_app.utils.files import write_json
 
         write_json(args.json, everything)
     return 0

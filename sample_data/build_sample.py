@@ -33,7 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gem_app.atomic import atomic_open, atomic_path
+from gem_app.utils.files import atomic_open, atomic_path
 
 PARQUET_NAME = "debian_packages.parquet"
 EMBEDDINGS_NAME = "embeddings.npy"

@@ -1,4 +1,4 @@
-"""The app's non-UI logic (gem_app.app_state, gem_app.app_views) on small synthetic data."""
+"""The app's non-UI logic (gem_app.app.state, gem_app.app.views) on small synthetic data."""
 
 import argparse
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gem_app import app_state
+from gem_app.app import state as app_state
 from gem_app.cli import app_cmd
 
 
@@ -61,7 +61,7 @@ def test_fit_is_saved_and_viewed(small_fit):
 
 
 def test_cluster_domains_match_export(small_fit):
-    from gem_app.export import domains_from_run
+    from gem_app.export.document import domains_from_run
 
     ws, _ = small_fit
     view = app_state.fit_view(ws, "small")

@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from gem_app.assign import assign
-from gem_app.distill import Student
+from gem_app.scale.assign import assign
+from gem_app.scale.distill import Student
 
 ray = pytest.importorskip("ray")
 

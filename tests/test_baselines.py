@@ -1,4 +1,4 @@
-"""Tests of gem_app.baselines: each baseline on planted data, the vMF maths, the measures."""
+"""Tests of gem_app.evaluate.baselines: each baseline on planted data, the vMF maths, the measures."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from scipy import stats
 from scipy.special import logsumexp
 from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
 
-from gem_app.baselines import (
+from gem_app.evaluate.baselines import (
     BASELINES,
     VMFMixture,
     cluster_balance,
@@ -17,9 +17,9 @@ from gem_app.baselines import (
     seed_stability,
     vmf_log_likelihood,
 )
-from gem_app.gem import GEM
-from gem_app.sphere import SphereTransform
-from gem_app.vmf import mean_resultant
+from gem_app.core.gem import GEM
+from gem_app.core.sphere import SphereTransform
+from gem_app.core.vmf import mean_resultant
 
 
 def planted(n=300, d=12, shares=(0.25, 0.25, 0.25, 0.25), spread=0.35, offset=2.0, seed=0):

@@ -12,8 +12,8 @@ import pytest
 from sklearn.metrics import adjusted_mutual_info_score
 
 from gem_app.cli import main
-from gem_app.gem import GEM
-from gem_app.runs import load_run
+from gem_app.core.gem import GEM
+from gem_app.storage.runs import load_run
 
 WORDS = [["kernel", "driver", "module"], ["audio", "music", "player"], ["font", "glyph", "unicode"]]
 

@@ -1,4 +1,4 @@
-"""Tests for gem_app.compare against scikit-learn, pandas and brute force."""
+"""Tests for gem_app.evaluate.compare against scikit-learn, pandas and brute force."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics
 
-from gem_app.compare import MISSING, compare_labels
+from gem_app.evaluate.compare import MISSING, compare_labels
 
 
 def _sklearn_metrics(human, clusters):

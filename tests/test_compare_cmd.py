@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics
 
-from gem_app.baselines import BASELINES, run_baseline
+from gem_app.evaluate.baselines import BASELINES, run_baseline
 from gem_app.cli import main
 from gem_app.cli.compare_cmd import parse_baselines
 

@@ -14,9 +14,9 @@ import pytest
 from scipy.stats import entropy
 from sklearn.feature_extraction.text import TfidfTransformer
 
-from gem_app.cascade import agreement, cascade_curve, choose_threshold, mean_kl
-from gem_app.distill import STUDENT_JSON, Student
-from gem_app.hashing import hash_features, inverse_document_frequency, tfidf_weights
+from gem_app.scale.cascade import agreement, cascade_curve, choose_threshold, mean_kl
+from gem_app.scale.distill import STUDENT_JSON, Student
+from gem_app.scale.hashing import hash_features, inverse_document_frequency, tfidf_weights
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,7 @@ def test_batch_equals_one_by_one_and_no_ngram_crosses_documents():
 
 def test_hashing_is_the_same_in_another_process():
     code = (
-        "from gem_app.hashing import hash_features;"
+        "from gem_app.scale.hashing import hash_features;"
         "m = hash_features(['Debian font package', 'ünïcode'], n_buckets=2**18);"
         "print(m.indices.tolist(), m.data.tolist())"
     )
@@ -199,7 +199,7 @@ def test_sample_student_and_cascade_agree_with_teacher():
     """Held-out 20% of the Debian sample, teacher GEM K = 16 on its MiniLM embeddings."""
     import pandas as pd
 
-    from gem_app.gem import GEM
+    from gem_app.core.gem import GEM
 
     frame = pd.read_parquet(REPO / "sample_data" / "debian_packages.parquet")
     X = np.load(REPO / "sample_data" / "embeddings.npy").astype(np.float64)

@@ -1,4 +1,4 @@
-"""Tests for gem_app.embed: cache logic with a fake encoder, progress, unit rows, real MiniLM."""
+"""Tests for gem_app.io.encoder: cache logic with a fake encoder, progress, unit rows, real MiniLM."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from gem_app import embed
-from gem_app.embed import embed_texts, load_encoder
+from gem_app.io import encoder as embed
+from gem_app.io.encoder import embed_texts, load_encoder
 
 
 class CountingEncoder:

@@ -1,4 +1,4 @@
-"""Tests of gem_app.export (+ export_domains, export_formats, export_shards) on a small fitted run."""
+"""Tests of gem_app.export.document (+ export_domains, export_formats, export_shards) on a small fitted run."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from gem_app.export import (
+from gem_app.export.document import (
     FORMATS,
     SCHEMA_VERSION,
     build_mixture_document,
@@ -32,9 +32,9 @@ from gem_app.export import (
     validate_mixture_document,
     write_mixture,
 )
-from gem_app.export_domains import _taxonomy_domains
-from gem_app.mixing import mixture_weights
-from gem_app.runs import fit_corpus
+from gem_app.export.domains import _taxonomy_domains
+from gem_app.mixing.weights import mixture_weights
+from gem_app.storage.runs import fit_corpus
 
 WORDS = [
     ["kernel", "driver", "linux", "module", "firmware"],
@@ -442,11 +442,11 @@ def test_materialize_refuses_changed_runs_and_leaves_nothing_behind(run, doc, tm
 
 
 def test_a_saved_taxonomy_gives_leaf_domains_end_to_end(run, tmp_path):
-    taxonomy_build = pytest.importorskip("gem_app.taxonomy_build")
+    taxonomy_build = pytest.importorskip("gem_app.taxonomy.build")
     import shutil
 
-    from gem_app.export import run_taxonomy
-    from gem_app.runs import load_run
+    from gem_app.export.document import run_taxonomy
+    from gem_app.storage.runs import load_run
 
     shutil.copytree(run.folder, tmp_path / "run")
     copy = load_run(tmp_path / "run")

@@ -1,4 +1,4 @@
-"""Tests for gem_app.gis against independent references (scipy.stats.entropy, loops)."""
+"""Tests for gem_app.core.gis against independent references (scipy.stats.entropy, loops)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 from scipy.stats import entropy
 
-from gem_app.gis import (
+from gem_app.core.gis import (
     cluster_gis,
     cluster_masses,
     compute_gis,

@@ -1,4 +1,4 @@
-"""Tests for gem_app.io: corpus loading/validation and embedding matrices."""
+"""Tests for gem_app.io.corpus: corpus loading/validation and embedding matrices."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gem_app.io import Corpus, CorpusError, estimate_tokens, load_corpus, load_embeddings
+from gem_app.io.corpus import Corpus, CorpusError, estimate_tokens, load_corpus, load_embeddings
 
 DOCS = [
     {"id": "d1", "text": "Hello world, this is a document.", "label": "greeting", "n_tok": 7},
@@ -257,7 +257,7 @@ def test_fatal_non_utf8_names_line_and_offset(tmp_path):
 
 
 def test_non_utf8_check_across_chunk_boundary(tmp_path):
-    from gem_app.io import _check_utf8
+    from gem_app.io.corpus import _check_utf8
 
     path = tmp_path / "c.csv"
     # a valid 2-byte character split by the chunk boundary is fine ...

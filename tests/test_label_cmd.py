@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from gem_app.cli import main
-from gem_app.taxonomy import Taxonomy
+from gem_app.taxonomy.tree import Taxonomy
 
 N_TOPICS, N_SUBS, N_PER, DIM = 3, 2, 25, 12
 

@@ -1,4 +1,4 @@
-"""Tests for gem_app.labels: vocabulary, term choice, representative documents."""
+"""Tests for gem_app.taxonomy.labels: vocabulary, term choice, representative documents."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from gem_app.labels import (
+from gem_app.taxonomy.labels import (
     build_vocabulary,
     cluster_labels,
     representative_documents,
@@ -176,8 +176,8 @@ def test_bad_inputs():
 
 
 def test_llm_labeller_is_still_importable_from_labels():
-    import gem_app.llm_labels as llm_module
-    from gem_app import labels
+    import gem_app.taxonomy.llm_labels as llm_module
+    from gem_app.taxonomy import labels
 
     assert labels.llm_labels is llm_module.llm_labels
     assert labels.LLMLabelResult is llm_module.LLMLabelResult

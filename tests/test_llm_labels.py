@@ -1,4 +1,4 @@
-"""The optional LLM labeller (gem_app.llm_labels) against a local fake endpoint."""
+"""The optional LLM labeller (gem_app.taxonomy.llm_labels) against a local fake endpoint."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from gem_app.labels import ClusterLabel
-from gem_app.llm_labels import llm_labels
+from gem_app.taxonomy.labels import ClusterLabel
+from gem_app.taxonomy.llm_labels import llm_labels
 
 
 def _labels():
@@ -165,7 +165,7 @@ def test_refused_connection_and_bad_url():
     ],
 )
 def test_parse_name(content, expected):
-    from gem_app.llm_labels import MAX_NAME_CHARS, _parse_name
+    from gem_app.taxonomy.llm_labels import MAX_NAME_CHARS, _parse_name
 
     name = _parse_name(json.dumps({"choices": [{"message": {"content": content}}]}).encode())
     if expected is None:
@@ -185,7 +185,7 @@ def test_parse_name(content, expected):
     ],
 )
 def test_parse_name_rejects_unusable_answers(body):
-    from gem_app.llm_labels import _parse_name
+    from gem_app.taxonomy.llm_labels import _parse_name
 
     with pytest.raises(ValueError):
         _parse_name(body)

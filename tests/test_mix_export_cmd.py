@@ -13,8 +13,8 @@ import yaml
 
 from gem_app.cli import main
 from gem_app.cli.mix_cmd import parse_boost, parse_exclude
-from gem_app.export import FORMATS, domains_from_run, mix_domains, read_mixture
-from gem_app.runs import fit_corpus, load_run
+from gem_app.export.document import FORMATS, domains_from_run, mix_domains, read_mixture
+from gem_app.storage.runs import fit_corpus, load_run
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of gem_app.mixing against independent references (scipy root finding, hand formulas)."""
+"""Tests of gem_app.mixing.weights against independent references (scipy root finding, hand formulas)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from scipy.optimize import brentq
 from scipy.special import softmax
 from scipy.stats import entropy as scipy_entropy
 
-from gem_app.mixing import (
+from gem_app.mixing.weights import (
     _capped_softmax,
     entropy,
     kl_divergence,
     mixing_report,
     mixture_weights,
 )
-from gem_app.mixing_strategies import (
+from gem_app.mixing.strategies import (
     doremi_update,
     excess_losses_from_frame,
     read_excess_losses_csv,
@@ -375,8 +375,8 @@ def test_report_records_the_curator_multipliers_with_exclusions_at_zero():
 
 
 def test_strategies_are_still_reachable_from_gem_app_mixing():
-    import gem_app.mixing as mixing
-    import gem_app.mixing_strategies as strategies
+    import gem_app.mixing.weights as mixing
+    import gem_app.mixing.strategies as strategies
 
     assert mixing.regmix_candidates is strategies.regmix_candidates
     assert mixing.doremi_update is strategies.doremi_update

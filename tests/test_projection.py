@@ -1,9 +1,9 @@
-"""Point caps and sphere projections (gem_app.projection)."""
+"""Point caps and sphere projections (gem_app.app.projection)."""
 
 import numpy as np
 import pytest
 
-from gem_app.projection import (
+from gem_app.app.projection import (
     cluster_centres,
     principal_sphere,
     sphere_to_lonlat,

@@ -1,11 +1,11 @@
-"""The frozen-geometry q-step (gem_app.reassign) against independent computations."""
+"""The frozen-geometry q-step (gem_app.core.reassign) against independent computations."""
 
 import numpy as np
 import pytest
 from scipy.special import ive, softmax
 
-from gem_app.gem import GEM
-from gem_app.reassign import document_scores, q_from_scores, q_step
+from gem_app.core.gem import GEM
+from gem_app.core.reassign import document_scores, q_from_scores, q_step
 
 
 def _blobs(n=600, d=8, k=4, seed=0):

@@ -1,4 +1,4 @@
-"""Tests for gem_app.taxonomy (+ taxonomy_fit, taxonomy_build) on planted synthetic corpora."""
+"""Tests for gem_app.taxonomy.tree (+ taxonomy_fit, taxonomy_build) on planted synthetic corpora."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from scipy.optimize import brentq
 from scipy.special import ive, logsumexp
 
-import gem_app.runs as runs_module
-from gem_app.runs import fit_corpus
-from gem_app.taxonomy import Taxonomy, build_taxonomy
-from gem_app.taxonomy_fit import choose_k, mixture_bic, resultant_concentration
+import gem_app.storage.runs as runs_module
+from gem_app.storage.runs import fit_corpus
+from gem_app.taxonomy.tree import Taxonomy, build_taxonomy
+from gem_app.taxonomy.split import choose_k, mixture_bic, resultant_concentration
 
 N_TOPICS, N_SUBS, N_PER, DIM = 4, 2, 30, 16
 
@@ -68,7 +68,7 @@ def planted(tmp_path_factory):
 
 
 def kappa_reference(rbar, d=DIM):
-    """A_d(kappa) = rbar solved with scipy's Bessel ratio (independent of gem_app.sphere)."""
+    """A_d(kappa) = rbar solved with scipy's Bessel ratio (independent of gem_app.core.sphere)."""
     return brentq(lambda k: ive(d / 2, k) / ive(d / 2 - 1, k) - rbar, 1e-6, 1e5)
 
 

@@ -1,4 +1,4 @@
-"""Tests for gem_app.vmf: the vMF special functions.
+"""Tests for gem_app.core.vmf: the vMF special functions.
 
 References are independent of the implementation: mpmath at 40 digits (the
 power series ``besseli`` or, where that is slow, the integral representation),
@@ -16,7 +16,7 @@ import pytest
 from scipy import special
 from scipy.stats import vonmises_fisher
 
-from gem_app.vmf import log_bessel_iv, log_normalizer, mean_resultant, solve_kappa
+from gem_app.core.vmf import log_bessel_iv, log_normalizer, mean_resultant, solve_kappa
 
 DIMENSIONS = [2, 3, 16, 100, 101, 384, 1024, 4096]
 KAPPAS = np.geomspace(1e-3, 1e5, 8).tolist()

@@ -1,4 +1,4 @@
-"""Tests of gem_app.workspace: atomic saves, checksums, locks across processes, name checks."""
+"""Tests of gem_app.storage.workspace: atomic saves, checksums, locks across processes, name checks."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import gem_app.atomic
-import gem_app.workspace
-from gem_app.workspace import KINDS, Workspace, WorkspaceCorruption
+import gem_app.utils.files
+import gem_app.storage.workspace
+from gem_app.storage.workspace import KINDS, Workspace, WorkspaceCorruption
 
 
 def _save_two_files(ws, name="run", text=b"first", kind="fits"):
@@ -46,7 +46,7 @@ def test_save_load_round_trip_with_every_kind_of_source(tmp_path):
     )
     manifest = json.loads((tmp_path / "ws/embeddings/corpus-1/manifest.json").read_text())
     assert manifest["kind"] == "embeddings" and manifest["name"] == "corpus-1"
-    assert manifest["format_version"] == gem_app.workspace.FORMAT_VERSION
+    assert manifest["format_version"] == gem_app.storage.workspace.FORMAT_VERSION
     for rel, record in manifest["files"].items():
         data = (loaded.path / rel).read_bytes()
         assert record == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
@@ -119,9 +119,9 @@ def test_a_crash_mid_save_leaves_the_previous_version_intact(tmp_path, monkeypat
     before = _save_two_files(ws, text=b"version one")
     files = {"a.txt": b"version two", "sub/b.bin": b"two"}
     if where == "manifest":
-        monkeypatch.setattr(gem_app.workspace, "write_json", _failing)
+        monkeypatch.setattr(gem_app.storage.workspace, "write_json", _failing)
     elif where == "rename":  # between the temporary write and the rename of the manifest
-        monkeypatch.setattr(gem_app.atomic.os, "replace", _failing)
+        monkeypatch.setattr(gem_app.utils.files.os, "replace", _failing)
     else:
         files["late.npy"] = _failing
     with pytest.raises(RuntimeError, match="simulated crash"):

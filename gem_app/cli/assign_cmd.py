@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gem_app.assign import assign
+from gem_app.scale.assign import assign
 from gem_app.cli._progress import progress_bar
 
 

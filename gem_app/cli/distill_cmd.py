@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gem_app.distill import distill_run
+from gem_app.scale.distill import distill_run
 
 
 def register(sub) -> None:

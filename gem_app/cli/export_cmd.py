@@ -13,8 +13,8 @@ from gem_app.cli.mix_cmd import (
     format_table,
     mixture_from_args,
 )
-from gem_app.export import FORMATS, load_saved_mixture, read_mixture, write_mixture
-from gem_app.export_shards import CONTENTS, SHARD_FORMATS, materialize
+from gem_app.export.document import FORMATS, load_saved_mixture, read_mixture, write_mixture
+from gem_app.export.shards import CONTENTS, SHARD_FORMATS, materialize
 
 
 def register(sub) -> None:

@@ -6,8 +6,8 @@ import numpy as np
 
 from gem_app.cli._args import add_corpus_arguments
 from gem_app.cli._progress import counting_callback, progress_bar
-from gem_app.labels import cluster_labels
-from gem_app.runs import fit_corpus
+from gem_app.taxonomy.labels import cluster_labels
+from gem_app.storage.runs import fit_corpus
 
 
 def register(sub) -> None:

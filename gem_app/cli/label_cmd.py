@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gem_app.runs import load_run
-from gem_app.taxonomy import build_taxonomy
+from gem_app.storage.runs import load_run
+from gem_app.taxonomy.tree import build_taxonomy
 
 
 def register(sub) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from gem_app.export import (
+from gem_app.export.document import (
     build_mixture_document,
     check_export_name,
     domains_from_run,
@@ -105,7 +105,7 @@ def check_mixing_args(args) -> None:
 
 def mixture_from_args(args):
     """Load the run, build its domains and weights; return ``(run, domains, report, doc)``."""
-    from gem_app.runs import load_run
+    from gem_app.storage.runs import load_run
 
     check_mixing_args(args)
     run = load_run(args.dir)

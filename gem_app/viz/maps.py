@@ -1,6 +1,6 @@
 """The projected hypersphere: a 3D globe (Scatter3d over a translucent sphere) and a 2D map.
 
-Both take points already projected to the unit 2-sphere (see :mod:`gem_app.projection`)
+Both take points already projected to the unit 2-sphere (see :mod:`gem_app.app.projection`)
 and already capped to a bounded number (the caller samples). Colour is either a
 category per point (cluster id, human category: one colour per category from the
 cluster palette) or a number per point (GIS, weight: a continuous colour scale).

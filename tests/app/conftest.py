@@ -2,7 +2,7 @@
 
 import pytest
 
-from gem_app import app_state
+from gem_app.app import state as app_state
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ pytestmark = [
     ),
 ]
 playwright = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
-SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "mixture.schema.json"
+SCHEMA = Path(__file__).resolve().parents[2] / "gem_app" / "export" / "mixture.schema.json"
 PAGES = [
     ("data", "Data"),
     ("fit", "Fit"),

@@ -1,0 +1,2 @@
+"""The app's non-UI logic (no Streamlit here): the workspace and sample fit, shared views of a
+fit, projections of the sphere for the maps."""

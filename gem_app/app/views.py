@@ -1,0 +1,439 @@
+"""A fit as the app sees it: the loaded run and its derived results, computed once.
+
+:class:`FitView` is shared by every browser session (see :func:`gem_app.app.state.fit_view`):
+its arrays are read-only and each lazy result is computed under a lock. Slow results
+(cluster labels, the UMAP layout) are also cached on disk under
+``<workspace>/.cache/fits/<name>/<model sha>/`` so an app restart reuses them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from gem_app.utils.files import atomic_path, write_json
+from gem_app.core.gis import compute_gis
+from gem_app.taxonomy.labels import ClusterLabel, LabelSet, cluster_labels
+from gem_app.app.projection import (
+    DEFAULT_POINT_CAP,
+    cluster_centres,
+    principal_sphere,
+    stratified_sample,
+    umap_sphere,
+)
+from gem_app.core.reassign import Reassignment, document_scores, q_from_scores
+from gem_app.storage.runs import load_run
+
+__all__ = ["FitView"]
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+class FitView:
+    """One fitted run and everything the pages derive from it.
+
+    Attributes
+    ----------
+    name : str
+    run : gem_app.storage.runs.FitRun
+    cache : Path, the on-disk cache folder of this model
+    """
+
+    def __init__(self, name: str, run, cache: Path, version: str):
+        self.name, self.run, self.cache, self.version = name, run, Path(cache), version
+        self._lock = threading.RLock()
+        self._reassigned: OrderedDict = OrderedDict()
+        self._baselines: dict = {}
+        self._umap_thread: threading.Thread | None = None
+        self.umap_error: str | None = None
+
+    @classmethod
+    def open(cls, ws, name: str, info) -> FitView:
+        from gem_app.app.state import cache_dir
+
+        run = load_run(info.path)
+        digest = info.files["model.safetensors"].sha256[:16]
+        return cls(name, run, cache_dir(ws, "fits", name, digest), info.version)
+
+    def refresh(self, info) -> None:
+        """Point the run at the current version folder after a workspace update of the fit."""
+        if info.version != self.version:
+            with self._lock:
+                self.run.folder = info.path
+                self.version = info.version
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def model(self):
+        return self.run.model
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.run.model.n_clusters)
+
+    @property
+    def n_documents(self) -> int:
+        return int(len(self.run.frame))
+
+    @cached_property
+    def weights(self) -> np.ndarray:
+        """Tokens per document, float64 (N,)."""
+        return _frozen(self.run.frame["tokens"].to_numpy(dtype=np.float64).copy())
+
+    @cached_property
+    def hard_labels(self) -> np.ndarray:
+        return _frozen(self.run.assignments["cluster"].to_numpy(dtype=np.int64).copy())
+
+    @cached_property
+    def human(self) -> np.ndarray | None:
+        """Human category per document (str), or None without a label column."""
+        if "label" not in self.run.frame:
+            return None
+        return _frozen(self.run.frame["label"].astype(str).to_numpy())
+
+    @cached_property
+    def masses(self) -> np.ndarray:
+        rho = np.asarray(self.run.model.cluster_masses_, dtype=np.float64)
+        return _frozen(rho / rho.sum())
+
+    @cached_property
+    def q(self) -> np.ndarray:
+        """Soft assignments (N, K), float32."""
+        with self._lock:
+            return _frozen(self.run.proba())
+
+    @cached_property
+    def gis(self):
+        """:class:`gem_app.core.gis.GISResult` (documents and clusters, no terms)."""
+        return compute_gis(self.q, self.masses, self.weights)
+
+    @cached_property
+    def cluster_tokens(self) -> np.ndarray:
+        return _frozen(
+            np.bincount(self.hard_labels, weights=self.weights, minlength=self.n_clusters)
+        )
+
+    # ------------------------------------------------------------------ labels
+    @cached_property
+    def labels(self) -> LabelSet:
+        """GIS labels of the clusters (cached on disk)."""
+        path = self.cache / "labels.json"
+        with self._lock:
+            if path.is_file():
+                try:
+                    return _labels_from_dict(json.loads(path.read_text(encoding="utf-8")))
+                except (ValueError, KeyError, TypeError):
+                    pass  # stale or damaged cache: recompute
+            labels = cluster_labels(
+                self.run.frame["text"].tolist(),
+                self.q,
+                self.masses,
+                self.weights,
+                n_terms=8,
+                n_docs=5,
+                min_df=1 if self.n_documents < 50 else 2,
+            )
+            write_json(path, labels.to_dict())
+            return labels
+
+    @property
+    def label_names(self) -> list[str]:
+        return [c.label for c in self.labels]
+
+    # ------------------------------------------------------------------ comparison
+    @cached_property
+    def comparison(self):
+        """:class:`gem_app.evaluate.compare.ComparisonResult` against the human column (token-weighted), or None."""
+        if self.human is None:
+            return None
+        from gem_app.evaluate.compare import compare_labels
+
+        return compare_labels(self.hard_labels, self.human, weights=self.weights)
+
+    def baseline_comparisons(self, names=("kmeans", "vmf-em"), *, random_state=0) -> dict:
+        """Agreement metrics of GEM and baseline clusterings with the human column.
+
+        Returns
+        -------
+        dict of method name -> :class:`gem_app.evaluate.compare.ComparisonResult` (empty without labels)
+        """
+        if self.human is None:
+            return {}
+        from gem_app.evaluate.baselines import run_baseline
+        from gem_app.evaluate.compare import compare_labels
+
+        results = {"GEM": self.comparison}
+        with self._lock:
+            for name in names:
+                key = ("baseline", name, random_state)
+                if key not in self._baselines:
+                    fitted = run_baseline(
+                        name,
+                        self.run.embeddings,
+                        self.n_clusters,
+                        sample_weight=self.weights,
+                        random_state=random_state,
+                    )
+                    self._baselines[key] = compare_labels(
+                        fitted.labels, self.human, weights=self.weights
+                    )
+                results[name] = self._baselines[key]
+        return results
+
+    def domains(self, taxonomy=None, taxonomy_key: str = ""):
+        """The mixing domains (:func:`gem_app.export.document.domains_from_run`), cached per taxonomy version."""
+        from gem_app.export.document import domains_from_run
+
+        key = ("domains", taxonomy_key if taxonomy is not None else "")
+        with self._lock:
+            if key not in self._baselines:
+                if taxonomy is None:
+                    self._baselines[key] = self._cluster_domains()
+                else:
+                    self._baselines[key] = domains_from_run(self.run, taxonomy)
+            return self._baselines[key]
+
+    def _cluster_domains(self):
+        """The level-1 clusters as domains, from the cached labels (what
+        :func:`gem_app.export.document.domains_from_run` computes without a taxonomy, without
+        recomputing the labels)."""
+        from gem_app.export.domains import Domain, DomainSet, domain_slug
+
+        K = self.n_clusters
+        ids = [str(k) for k in range(K)]
+        width = max(2, len(ids[-1]))
+        documents = np.bincount(self.hard_labels, minlength=K)
+        top = [[] for _ in range(K)]
+        if self.comparison is not None:
+            table = self.comparison.table
+            for k in range(K):
+                if k in table.columns and table[k].sum() > 0:
+                    shares = (table[k] / table[k].sum()).sort_values(ascending=False, kind="stable")
+                    top[k] = [[str(c), float(v)] for c, v in shares.head(3).items()]
+        domains = [
+            Domain(
+                id=ids[k],
+                name=domain_slug(ids[k], self.labels[k].label, width=width),
+                label=self.labels[k].label,
+                terms=list(self.labels[k].terms),
+                parent=None,
+                level=1,
+                documents=int(documents[k]),
+                tokens=int(round(self.cluster_tokens[k])),
+                gis=float(self.gis.cluster[k]),
+                top_categories=top[k],
+            )
+            for k in range(K)
+        ]
+        return DomainSet(domains, self.hard_labels.copy(), "clusters")
+
+    # ------------------------------------------------------------------ frozen q-step
+    @cached_property
+    def scores(self) -> np.ndarray:
+        """s_ik with the geometry frozen (N, K) float32 (see :mod:`gem_app.core.reassign`)."""
+        with self._lock:
+            return _frozen(document_scores(self.run.model, self.run.embeddings))
+
+    def reassign(self, temperature: float, balance: float) -> Reassignment:
+        """One exact q-step at (T, lambda), the last 8 results kept."""
+        key = (round(float(temperature), 6), round(float(balance), 6))
+        with self._lock:
+            if key in self._reassigned:
+                self._reassigned.move_to_end(key)
+                return self._reassigned[key]
+            start = self.run.model.dual_
+            result = q_from_scores(
+                self.scores,
+                self.weights,
+                temperature=temperature,
+                balance=balance,
+                dual_start=start,
+            )
+            self._reassigned[key] = result
+            while len(self._reassigned) > 8:
+                self._reassigned.popitem(last=False)
+            return result
+
+    # ------------------------------------------------------------------ map layouts
+    def display_rows(self, cap: int = DEFAULT_POINT_CAP) -> np.ndarray:
+        """At most ``cap`` document rows, stratified by cluster (the points sent to the browser)."""
+        return stratified_sample(self.hard_labels, cap, random_state=0)
+
+    def principal_layout(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Instant layout: xyz (len(rows), 3) and cluster centres (K, 3) on S^2."""
+        points = self.run.model.transform(self.run.embeddings[rows])
+        return principal_sphere(points, self.run.model.mean_directions_)
+
+    def _umap_path(self, cap: int) -> Path:
+        return self.cache / f"umap-{cap}.npz"
+
+    def umap_layout(self, cap: int = DEFAULT_POINT_CAP):
+        """The cached UMAP layout ``(rows, xyz, centres)`` for this cap, or None if not computed."""
+        path = self._umap_path(cap)
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as data:
+            rows, xyz = data["rows"], data["xyz"]
+        labels = self.hard_labels[rows]
+        return rows, xyz, cluster_centres(xyz, labels, self.n_clusters)
+
+    def umap_running(self) -> bool:
+        return self._umap_thread is not None and self._umap_thread.is_alive()
+
+    def start_umap(self, cap: int = DEFAULT_POINT_CAP, *, n_epochs=None) -> bool:
+        """Compute the UMAP layout in a background thread (once); True when one is running."""
+        with self._lock:
+            if self._umap_path(cap).is_file():
+                return False
+            if self.umap_running():
+                return True
+            self.umap_error = None
+            self._umap_thread = threading.Thread(
+                target=self._compute_umap,
+                args=(cap, n_epochs),
+                daemon=True,
+                name=f"umap-{self.name}",
+            )
+            self._umap_thread.start()
+            return True
+
+    def compute_umap(self, cap: int = DEFAULT_POINT_CAP, *, n_epochs=None) -> None:
+        """Compute and cache the UMAP layout now (blocking)."""
+        self._compute_umap(cap, n_epochs)
+
+    def _compute_umap(self, cap: int, n_epochs) -> None:
+        try:
+            rows = self.display_rows(cap)
+            points = self.run.model.transform(self.run.embeddings[rows])
+            xyz = umap_sphere(points, random_state=0, n_epochs=n_epochs)
+            with atomic_path(self._umap_path(cap)) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, rows=rows, xyz=xyz)
+        except Exception as exc:  # reported on the page; the instant layout stays usable
+            self.umap_error = f"{type(exc).__name__}: {exc}"
+
+    # ------------------------------------------------------------------ documents
+    def cluster_documents(self, cluster: int, query: str = "", limit: int = 50):
+        """Documents of a cluster, most representative first (q_ik), filtered by a search string.
+
+        Returns
+        -------
+        DataFrame with columns row, id, probability, tokens, [label], text
+        """
+        if not 0 <= cluster < self.n_clusters:
+            raise ValueError(f"cluster must be in 0..{self.n_clusters - 1}, got {cluster}")
+        frame = self.run.frame
+        members = np.flatnonzero(self.hard_labels == cluster)
+        if query.strip():
+            texts = frame["text"].to_numpy()[members]
+            hit = np.array([query.lower() in str(t).lower() for t in texts], dtype=bool)
+            members = members[hit] if len(members) else members
+        prob = self.q[members, cluster]
+        order = members[np.argsort(-prob, kind="stable")][:limit]
+        out = frame.iloc[order][[c for c in ("id", "label", "tokens", "text") if c in frame]].copy()
+        out.insert(0, "probability", self.q[order, cluster])
+        out.insert(0, "row", order)
+        return out.reset_index(drop=True)
+
+
+def _labels_from_dict(data: dict) -> LabelSet:
+    clusters = [ClusterLabel(**c) for c in data["clusters"]]
+    return LabelSet(
+        clusters=clusters,
+        vocabulary_size=int(data["vocabulary_size"]),
+        note=str(data.get("note", "")),
+        parameters=dict(data.get("parameters", {})),
+    )
+
+
+def cluster_table(view: FitView):
+    """One row per level-1 cluster: the flat hierarchy when no taxonomy was built.
+
+    Columns id, parent, level, label, terms, documents, tokens, mass, kappa, gis, purity,
+    top_categories (str).
+    """
+    import pandas as pd
+
+    K = view.n_clusters
+    docs = np.bincount(view.hard_labels, minlength=K)
+    purity = np.full(K, np.nan)
+    top = [""] * K
+    if view.comparison is not None:
+        table = view.comparison.table  # categories x clusters (tokens)
+        for k in range(K):
+            column = table[k] if k in table.columns else None
+            if column is not None and column.sum() > 0:
+                shares = (column / column.sum()).sort_values(ascending=False)
+                purity[k] = float(shares.iloc[0])
+                top[k] = ", ".join(f"{c} {s:.0%}" for c, s in shares.head(3).items())
+    rows = [
+        {
+            "id": "root",
+            "parent": "",
+            "level": 0,
+            "label": "corpus",
+            "terms": "",
+            "documents": int(docs.sum()),
+            "tokens": float(view.cluster_tokens.sum()),
+            "mass": 1.0,
+            "kappa": np.nan,
+            "gis": float(view.gis.cluster.sum()),
+            "purity": float(np.nansum(purity * view.cluster_tokens) / view.cluster_tokens.sum())
+            if view.comparison is not None
+            else np.nan,
+            "top_categories": "",
+        }
+    ]
+    for k, label in enumerate(view.labels):
+        rows.append(
+            {
+                "id": str(k),
+                "parent": "root",
+                "level": 1,
+                "label": f"{k}: {label.label}",
+                "terms": ", ".join(label.terms),
+                "documents": int(docs[k]),
+                "tokens": float(view.cluster_tokens[k]),
+                "mass": float(view.cluster_tokens[k] / view.cluster_tokens.sum()),
+                "kappa": float(view.model.concentrations_[k]),
+                "gis": float(view.gis.cluster[k]),
+                "purity": purity[k],
+                "top_categories": top[k],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def taxonomy_table(taxonomy):
+    """One row per node of a :class:`gem_app.taxonomy.tree.Taxonomy` (same columns as cluster_table)."""
+    import pandas as pd
+
+    rows = []
+    for node in taxonomy.walk():
+        cats = [list(c) for c in (node.top_categories or [])]
+        rows.append(
+            {
+                "id": node.id,
+                "parent": node.parent or "",
+                "level": node.level,
+                "label": node.label,
+                "terms": ", ".join(node.terms),
+                "documents": int(node.documents),
+                "tokens": float(node.tokens),
+                "mass": float(node.mass),
+                "kappa": float(node.concentration),
+                "gis": float(node.gis),
+                "purity": float(cats[0][1]) if cats else np.nan,
+                "top_categories": ", ".join(f"{c} {float(s):.0%}" for c, s in cats[:3]),
+                "excluded": bool(node.excluded),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,130 @@
+"""GEM model files: safetensors for the arrays, JSON for everything else (never pickle).
+
+``model.safetensors`` holds the fitted arrays (float64); ``model.json`` the parameters,
+the sphere transform's scalars, the objective history, masses and concentrations (for
+people reading the file), and free-form ``metadata``. Both are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from gem_app.utils.files import atomic_path, write_json
+from gem_app.core.sphere import SphereTransform
+
+FORMAT_VERSION = 1
+
+
+def save_model(model, path, *, metadata=None) -> Path:
+    """Write ``path/model.safetensors`` and ``path/model.json`` of a fitted GEM, atomically.
+
+    ``metadata``: extra JSON-serialisable information stored under "metadata".
+    """
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = model.transform_.get_state()
+    tensors = {
+        "mean_directions": model.mean_directions_,
+        "concentrations": model.concentrations_,
+        "cluster_masses": model.cluster_masses_,
+        "dual": model.dual_,
+        "prior": model.prior_,
+        "sphere_mean": np.asarray(state["mean_"], dtype=np.float64),
+    }
+    if state.get("whitening_") is not None:
+        tensors["sphere_whitening"] = np.asarray(state["whitening_"], dtype=np.float64)
+    tensors = {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in tensors.items()}
+    params = model.get_params()
+    params.pop("callback")
+    params["prior"] = None if model.prior is None else np.asarray(model.prior).tolist()
+    params["init"] = model.init if isinstance(model.init, str) else "array"
+    params["random_state"] = (
+        model.random_state if isinstance(model.random_state, int | type(None)) else "object"
+    )
+    doc = {
+        "format": "gem-model",
+        "format_version": FORMAT_VERSION,
+        "params": params,
+        "n_features_in": model.n_features_in_,
+        "anisotropy": model.anisotropy_,
+        "sphere": {
+            k: v for k, v in state.items() if not isinstance(v, np.ndarray) and v is not None
+        },
+        "objective": model.objective_,
+        "objective_history": list(map(float, model.objective_history_)),
+        "n_iter": model.n_iter_,
+        "converged": model.converged_,
+        "reseeded": [list(map(int, ev)) for ev in model.reseeded_],
+        "cluster_masses": model.cluster_masses_.tolist(),
+        "concentrations": model.concentrations_.tolist(),
+        "metadata": metadata or {},
+    }
+    with atomic_path(folder / "model.safetensors") as tmp:
+        save_file(tensors, str(tmp))
+    write_json(folder / "model.json", doc)
+    return folder
+
+
+def load_model(cls, path):
+    """Load a model written by :func:`save_model` as an instance of ``cls`` (checks format and shapes)."""
+    folder = Path(path)
+    meta_path, tensor_path = folder / "model.json", folder / "model.safetensors"
+    for p in (meta_path, tensor_path):
+        if not p.is_file():
+            raise ValueError(f"{p} is missing: not a saved GEM model folder")
+    try:
+        doc = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{meta_path} is not valid JSON: {exc}") from None
+    if doc.get("format") != "gem-model":
+        raise ValueError(f"{meta_path} is not a GEM model file")
+    version = doc.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{meta_path} has format_version {version!r}; this GEM Studio reads "
+            f"version {FORMAT_VERSION}"
+        )
+    try:
+        t = load_file(str(tensor_path))
+    except Exception as exc:  # safetensors raises its own error types
+        raise ValueError(f"{tensor_path} cannot be read: {exc}") from None
+    params = dict(doc["params"])
+    if params.get("init") == "array":
+        params["init"] = "k-means++"
+    if params.get("random_state") == "object":
+        params["random_state"] = None
+    model = cls(**params)
+    K, d = params["n_clusters"], doc["n_features_in"]
+    expected = {
+        "mean_directions": (K, d),
+        "concentrations": (K,),
+        "cluster_masses": (K,),
+        "dual": (K,),
+        "prior": (K,),
+        "sphere_mean": (d,),
+    }
+    for name, shape in expected.items():
+        if name not in t or t[name].shape != shape:
+            got = t[name].shape if name in t else "missing"
+            raise ValueError(f"{tensor_path}: tensor {name!r} should be {shape}, is {got}")
+    state = dict(doc["sphere"])
+    state["mean_"] = t["sphere_mean"]
+    state["whitening_"] = t.get("sphere_whitening")
+    model.transform_ = SphereTransform.from_state(state)
+    model.mean_directions_ = t["mean_directions"]
+    model.concentrations_ = t["concentrations"]
+    model.cluster_masses_ = t["cluster_masses"]
+    model.dual_ = t["dual"]
+    model.prior_ = t["prior"]
+    model.anisotropy_ = float(doc["anisotropy"])
+    model.objective_ = float(doc["objective"])
+    model.objective_history_ = list(doc["objective_history"])
+    model.n_iter_ = int(doc["n_iter"])
+    model.converged_ = bool(doc["converged"])
+    model.reseeded_ = [tuple(ev) for ev in doc["reseeded"]]
+    model.n_features_in_ = d
+    return model

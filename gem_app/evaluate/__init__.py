@@ -1,0 +1,2 @@
+"""Measuring clusterings: agreement with a human taxonomy, baseline clusterings, model
+selection (BIC)."""

@@ -1,0 +1,198 @@
+"""Render a mixture document for a training stack (DoReMi, RegMix, Megatron-LM, OLMo-core, ...).
+
+Every writer takes a validated mixture document (see :mod:`gem_app.export.document`) and returns text.
+They all list the *training domains* (weight > 0) in domain order under their slug ``name``,
+with weights copied as Python floats so that JSON and YAML parsers read back the very same
+numbers (``repr`` round-trips exactly):
+
+- ``gem``: the canonical JSON document itself.
+- ``doremi``: ``{"train_domain_weights": {name: w}, "eval_domain_weights": {name: v}}``.
+- ``regmix``: YAML with ``train:`` and ``valid:`` maps ``{name: weight}``.
+- ``megatron``: ``--data-path w1 p1 w2 p2 ...`` (one line; ``p = path_template`` per domain).
+- ``olmo``: OLMo-core ``SourceMixtureDatasetConfig`` YAML: ``source_configs`` of
+  ``source_name``, ``target_ratio``, ``paths``, ``max_repetition_ratio``.
+- ``hf``: JSON for ``datasets.interleave_datasets``: ``domains``, ``probabilities`` (same
+  order), ``data_files``, ``seed``, ``stopping_strategy``.
+- ``weborganizer``: ``[{"domain": name, "weight": w}, ...]``.
+
+Evaluation weights (DoReMi ``eval_domain_weights``, RegMix ``valid:``) are by default the
+natural token shares of the training domains, renormalised (``eval_weights="natural"``);
+``"train"`` repeats the training weights and ``"uniform"`` gives each domain ``1/n``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+
+import yaml
+
+__all__ = ["FORMAT_WRITERS", "DEFAULT_PATH_TEMPLATE", "render", "expand_path"]
+
+DEFAULT_PATH_TEMPLATE = "{domain}"
+_EVAL_CHOICES = ("natural", "train", "uniform")
+_SPACE = re.compile(r"\s")
+
+
+def expand_path(template: str, name: str) -> str:
+    """``template`` with ``{domain}`` replaced by ``name``; no whitespace allowed in the result."""
+    if not isinstance(template, str) or "{domain}" not in template:
+        raise ValueError(f"path template {template!r} must contain the placeholder {{domain}}")
+    path = template.replace("{domain}", name)
+    if _SPACE.search(path):
+        raise ValueError(f"path template {template!r} gives a path with whitespace: {path!r}")
+    return path
+
+
+def _training(doc: Mapping) -> list[dict]:
+    domains = [d for d in doc["domains"] if d["weight"] > 0]
+    if not domains:
+        raise ValueError("the mixture has no domain with positive weight")
+    return domains
+
+
+def _eval_weights(domains: list[dict], eval_weights: str) -> list[float]:
+    if eval_weights not in _EVAL_CHOICES:
+        raise ValueError(
+            f"eval_weights must be one of {', '.join(_EVAL_CHOICES)}, got {eval_weights!r}"
+        )
+    if eval_weights == "train":
+        return [float(d["weight"]) for d in domains]
+    if eval_weights == "uniform":
+        return [1.0 / len(domains)] * len(domains)
+    total = math.fsum(d["natural_share"] for d in domains)
+    if total <= 0:
+        raise ValueError("the training domains have no natural share: use eval_weights='train'")
+    return [float(d["natural_share"]) / total for d in domains]
+
+
+def _dump_json(obj) -> str:
+    return json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def _dump_yaml(obj, header: str) -> str:
+    body = yaml.safe_dump(obj, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    return header + body
+
+
+def _gem(doc: Mapping, **_) -> str:
+    return _dump_json(doc)
+
+
+def _doremi(doc: Mapping, *, eval_weights: str = "natural", **_) -> str:
+    domains = _training(doc)
+    evals = _eval_weights(domains, eval_weights)
+    return _dump_json(
+        {
+            "train_domain_weights": {d["name"]: float(d["weight"]) for d in domains},
+            "eval_domain_weights": {d["name"]: v for d, v in zip(domains, evals, strict=True)},
+        }
+    )
+
+
+def _regmix(doc: Mapping, *, eval_weights: str = "natural", **_) -> str:
+    domains = _training(doc)
+    evals = _eval_weights(domains, eval_weights)
+    header = f"# RegMix data mixture from GEM Studio ({doc['corpus']['name']}, tau={doc['mixing']['tau']!r})\n"
+    return _dump_yaml(
+        {
+            "train": {d["name"]: float(d["weight"]) for d in domains},
+            "valid": {d["name"]: v for d, v in zip(domains, evals, strict=True)},
+        },
+        header,
+    )
+
+
+def _megatron(doc: Mapping, *, path_template: str | None = None, **_) -> str:
+    template = path_template or DEFAULT_PATH_TEMPLATE
+    parts = ["--data-path"]
+    for d in _training(doc):
+        parts += [repr(float(d["weight"])), expand_path(template, d["name"])]
+    return " ".join(parts) + "\n"
+
+
+def _repetition(domain: Mapping, max_epochs) -> float:
+    """OLMo's max_repetition_ratio: the epoch cap E, else enough for the domain's epochs."""
+    if max_epochs is not None:
+        return float(max_epochs)
+    return float(max(1.0, math.ceil(domain["epochs"] * 1e6) / 1e6))
+
+
+def _olmo(doc: Mapping, *, path_template: str | None = None, **_) -> str:
+    template = path_template or DEFAULT_PATH_TEMPLATE
+    mixing = doc["mixing"]
+    seed = doc["model"].get("seed")
+    config = {
+        "requested_tokens": int(round(mixing["budget"])),
+        "seed": int(seed) if seed is not None else 0,
+        "source_configs": [
+            {
+                "source_name": d["name"],
+                "target_ratio": float(d["weight"]),
+                "paths": [expand_path(template, d["name"])],
+                "max_repetition_ratio": _repetition(d, mixing["max_epochs"]),
+            }
+            for d in _training(doc)
+        ],
+    }
+    header = "# OLMo-core SourceMixtureDatasetConfig from GEM Studio\n"
+    return _dump_yaml(config, header)
+
+
+def _hf(doc: Mapping, *, path_template: str | None = None, **_) -> str:
+    domains = _training(doc)
+    template = path_template or DEFAULT_PATH_TEMPLATE + ".parquet"
+    seed = doc["model"].get("seed")
+    return _dump_json(
+        {
+            "domains": [d["name"] for d in domains],
+            "probabilities": [float(d["weight"]) for d in domains],
+            "data_files": {d["name"]: expand_path(template, d["name"]) for d in domains},
+            "seed": int(seed) if seed is not None else 0,
+            "stopping_strategy": "all_exhausted",
+        }
+    )
+
+
+def _weborganizer(doc: Mapping, **_) -> str:
+    return _dump_json([{"domain": d["name"], "weight": float(d["weight"])} for d in _training(doc)])
+
+
+FORMAT_WRITERS: dict[str, Callable[..., str]] = {
+    "gem": _gem,
+    "doremi": _doremi,
+    "regmix": _regmix,
+    "megatron": _megatron,
+    "olmo": _olmo,
+    "hf": _hf,
+    "weborganizer": _weborganizer,
+}
+
+
+def render(
+    doc: Mapping, format: str, *, path_template: str | None = None, eval_weights: str = "natural"
+) -> str:
+    """Text of a (validated) mixture document in ``format``.
+
+    Parameters
+    ----------
+    doc : mapping
+        A mixture document (validate it first; :func:`gem_app.export.document.render_mixture` does).
+    format : str
+        One of ``gem, doremi, regmix, megatron, olmo, hf, weborganizer``.
+    path_template : str, optional
+        Data path per domain for Megatron, OLMo and HF, with ``{domain}`` for the domain name
+        (default ``{domain}``; ``{domain}.parquet`` for HF).
+    eval_weights : {"natural", "train", "uniform"}
+        Evaluation weights of DoReMi and RegMix.
+    """
+    writer = FORMAT_WRITERS.get(format)
+    if writer is None:
+        raise ValueError(
+            f"unknown export format {format!r}: expected one of {', '.join(FORMAT_WRITERS)}"
+        )
+    if path_template is not None:
+        expand_path(path_template, "domain")  # fail early on a bad template
+    return writer(doc, path_template=path_template, eval_weights=eval_weights)

@@ -1,0 +1,523 @@
+"""Load a document corpus (JSONL, CSV, Parquet) or an embedding matrix, and validate it.
+
+Bad rows (empty texts, invalid token counts, malformed JSONL lines) are kept aside
+in ``Corpus.rejected`` with a reason; problems with the file as a whole raise
+:class:`CorpusError` with a one-line message naming the file, row, column or value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+CORPUS_SUFFIXES = (*JSONL_SUFFIXES, ".csv", ".parquet")
+_MISSING = object()  # a JSONL object without the field (distinct from JSON null)
+_INT_TEXT = re.compile(r"[+-]?\d+")
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+class CorpusError(ValueError):
+    """A fatal problem with an input file (missing, empty, corrupt, wrong columns, ...)."""
+
+
+@dataclass
+class Corpus:
+    """A validated corpus.
+
+    Attributes
+    ----------
+    frame : pandas.DataFrame, shape (n_valid, 3 or 4)
+        Valid rows in file order; columns ``id``, ``text``, ``tokens`` (int64 >= 1) and
+        ``label`` when a label column was mapped.
+    rejected : pandas.DataFrame, shape (n_rejected, 3)
+        Columns ``row`` (0-based row number in the file), ``id`` (None when unknown), ``reason``.
+    source_rows : numpy.ndarray of int64, shape (n_valid,)
+        File row number of each valid row.
+    source : str
+        The path that was read.
+    columns : dict
+        The mapping used: ``{"text": ..., "id": ..., "label": ..., "tokens": ...}``
+        (None for a role with no column).
+    tokens_estimated : bool
+        True when token counts come from :func:`estimate_tokens`.
+    """
+
+    frame: pd.DataFrame
+    rejected: pd.DataFrame
+    source_rows: np.ndarray
+    source: str
+    columns: dict
+    tokens_estimated: bool
+
+    def report(self, max_rows: int = 20) -> str:
+        """Return a human-readable validation report (at most ``max_rows`` rejected rows listed)."""
+        n_valid, n_rejected = len(self.frame), len(self.rejected)
+        how = (
+            "estimated from UTF-8 bytes / 4"
+            if self.tokens_estimated
+            else (f"from column {self.columns['tokens']!r}")
+        )
+        lines = [
+            f"Corpus {self.source}: {n_valid} valid rows, {n_rejected} rejected "
+            f"({n_valid + n_rejected} rows read).",
+            f"Columns: text={self.columns['text']!r}, id={self.columns['id']!r}, "
+            f"label={self.columns['label']!r}, tokens={self.columns['tokens']!r}.",
+            f"Tokens: {int(self.frame['tokens'].sum())} in total, {how}.",
+        ]
+        if n_rejected:
+            lines.append(
+                "Rejections by reason: " + _summarise_reasons(self.rejected["reason"]) + "."
+            )
+            for rec in self.rejected.head(max_rows).itertuples(index=False):
+                id_part = "" if rec.id is None else f" (id {rec.id!r})"
+                lines.append(f"  row {rec.row}{id_part}: {rec.reason}")
+            if n_rejected > max_rows:
+                lines.append(f"  ... and {n_rejected - max_rows} more rejected rows.")
+        return "\n".join(lines)
+
+
+def estimate_tokens(texts) -> np.ndarray:
+    """Estimate token counts as ``ceil(len(text.encode("utf-8")) / 4)``, at least 1.
+
+    Four UTF-8 bytes per token is the usual rule of thumb for English BPE tokenizers
+    (GPT-2 / Llama families); it overestimates for CJK-heavy text, which is the safe
+    side for epoch caps.
+
+    Parameters
+    ----------
+    texts : iterable of str, length N
+
+    Returns
+    -------
+    numpy.ndarray of int64, shape (N,)
+    """
+    counts = []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise ValueError(f"estimate_tokens: text {i} is {type(text).__name__}, not str")
+        counts.append(max(1, -(-len(text.encode("utf-8")) // 4)))
+    return np.asarray(counts, dtype=np.int64)
+
+
+def load_corpus(path, *, text_col="text", id_col="id", label_col=None, tokens_col=None) -> Corpus:
+    """Read and validate a corpus file (format chosen by extension).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.jsonl`` / ``.ndjson`` (one JSON object per line), ``.csv`` or ``.parquet`` file.
+    text_col : str
+        Column holding the document text; required.
+    id_col : str or None
+        Column holding document ids (strings or integers, kept as given). When it is None,
+        or the default ``"id"`` is absent from the file, ids are the 0-based file row numbers.
+        Any other name that is absent is an error.
+    label_col, tokens_col : str or None
+        Optional columns with a human label and a token count per document. Without a
+        token column, counts are estimated with :func:`estimate_tokens`.
+
+    Returns
+    -------
+    Corpus
+
+    Raises
+    ------
+    CorpusError
+        Missing, empty, non-UTF-8 or corrupt file; unknown extension; a mapped column
+        missing; duplicate ids; or no valid row at all.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in CORPUS_SUFFIXES:
+        raise CorpusError(
+            f"{path}: unknown corpus extension {path.suffix!r} (expected one of {', '.join(CORPUS_SUFFIXES)})"
+        )
+    _check_nonempty_file(path)
+    if suffix in JSONL_SUFFIXES:
+        columns, n_rows, get, pre_rejected = _read_jsonl(path)
+    elif suffix == ".csv":
+        columns, n_rows, get, pre_rejected = _read_csv(path)
+    else:
+        columns, n_rows, get, pre_rejected = _read_parquet(
+            path, [c for c in (text_col, id_col, label_col, tokens_col) if c is not None]
+        )
+    if n_rows == 0:
+        raise CorpusError(f"{path}: the file has no rows")
+    if not columns and len(pre_rejected) == n_rows:
+        _raise_all_rejected(path, n_rows, list(pre_rejected.values()))
+    _check_columns(path, columns, text_col, id_col, label_col, tokens_col)
+    if id_col is not None and id_col not in columns:
+        id_col = None
+    mapping = {"text": text_col, "id": id_col, "label": label_col, "tokens": tokens_col}
+    values = {role: (None if col is None else get(col)) for role, col in mapping.items()}
+    if suffix == ".csv":  # CSV cells are all text: "12" is the integer id/label 12
+        for role in ("id", "label"):
+            if values[role] is not None:
+                values[role] = _maybe_int_column(values[role])
+    return _validate(path, n_rows, values, pre_rejected, mapping)
+
+
+def _check_nonempty_file(path: Path) -> None:
+    if not path.exists():
+        raise CorpusError(f"{path}: file not found")
+    if not path.is_file():
+        raise CorpusError(f"{path}: not a regular file")
+    if path.stat().st_size == 0:
+        raise CorpusError(f"{path}: the file is empty (0 bytes)")
+
+
+def _check_columns(path, columns, text_col, id_col, label_col, tokens_col) -> None:
+    existing = ", ".join(repr(c) for c in columns) or "none"
+    if text_col not in columns:
+        raise CorpusError(f"{path}: text column {text_col!r} not found; columns are: {existing}")
+    for role, col in (("label", label_col), ("tokens", tokens_col)):
+        if col is not None and col not in columns:
+            raise CorpusError(f"{path}: {role} column {col!r} not found; columns are: {existing}")
+    if id_col is not None and id_col != "id" and id_col not in columns:
+        raise CorpusError(f"{path}: id column {id_col!r} not found; columns are: {existing}")
+
+
+def _read_jsonl(path: Path):
+    """Return (columns, n_rows, column getter, {row: reason}) for a JSON-lines file."""
+    records: list = []
+    rejected: dict[int, str] = {}
+    columns: dict[str, None] = {}
+    offset = 0
+    with open(path, "rb") as fh:
+        for row, raw in enumerate(fh):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise CorpusError(
+                    f"{path}: invalid UTF-8 at line {row + 1}, byte offset {offset + exc.start} "
+                    f"(byte 0x{raw[exc.start]:02x})"
+                ) from None
+            offset += len(raw)
+            if row == 0:
+                line = line.removeprefix("\ufeff")
+            record, reason = _parse_json_object(line)
+            records.append(record)
+            if reason is not None:
+                rejected[row] = reason
+            else:
+                columns.update(dict.fromkeys(record))
+    if all(reason == "blank line" for reason in rejected.values()) and not columns:
+        return [], 0, None, {}  # nothing but blank lines: an empty file
+
+    def get(col):
+        return [_MISSING if rec is None else rec.get(col, _MISSING) for rec in records]
+
+    return list(columns), len(records), get, rejected
+
+
+def _parse_json_object(line: str):
+    if not line.strip():
+        return None, "blank line"
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return None, f"not a JSON object: invalid JSON ({exc.msg} at column {exc.colno})"
+    if not isinstance(obj, dict):
+        return None, f"not a JSON object: found a JSON {type(obj).__name__}"
+    return obj, None
+
+
+def _read_csv(path: Path):
+    _check_utf8(path)
+    try:
+        frame = pd.read_csv(
+            path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8"
+        )
+    except pd.errors.EmptyDataError:
+        raise CorpusError(f"{path}: the file has no header and no rows") from None
+    except (pd.errors.ParserError, ValueError) as exc:
+        message = " ".join(str(exc).split())
+        raise CorpusError(f"{path}: malformed CSV: {message}") from None
+
+    def get(col):
+        return [None if isinstance(v, float) else v for v in frame[col].tolist()]
+
+    return [str(c) for c in frame.columns], len(frame), get, {}
+
+
+def _check_utf8(path: Path, chunk_size: int = 1 << 20) -> None:
+    """Raise CorpusError naming the line and byte offset of the first invalid UTF-8 byte."""
+    offset, line, carry = 0, 1, b""
+    with open(path, "rb") as fh:
+        while True:
+            chunk = fh.read(chunk_size)
+            data = carry + chunk
+            if not data:
+                return
+            try:
+                data.decode("utf-8")
+                good = len(data)
+            except UnicodeDecodeError as exc:
+                truncated_tail = exc.reason == "unexpected end of data" and exc.end == len(data)
+                if not (truncated_tail and chunk):
+                    bad = offset + exc.start
+                    line += data.count(b"\n", 0, exc.start)
+                    raise CorpusError(
+                        f"{path}: invalid UTF-8 at line {line}, byte offset {bad} "
+                        f"(byte 0x{data[exc.start]:02x})"
+                    ) from None
+                good = exc.start
+            line += data.count(b"\n", 0, good)
+            offset += good
+            carry = data[good:]
+
+
+def _read_parquet(path: Path, wanted: list[str]):
+    try:
+        names = pq.read_schema(path).names
+        table = pq.read_table(path, columns=[c for c in dict.fromkeys(wanted) if c in names])
+    except (pa.ArrowException, OSError) as exc:
+        message = " ".join(str(exc).split())
+        raise CorpusError(f"{path}: truncated or corrupt Parquet file ({message})") from None
+
+    def get(col):
+        return table.column(col).to_pylist()
+
+    return names, table.num_rows, get, {}
+
+
+def _validate(path, n_rows, values, pre_rejected, mapping) -> Corpus:
+    texts, ids, labels, tokens = (values[k] for k in ("text", "id", "label", "tokens"))
+    keep, kept_ids, kept_tokens = [], [], []
+    rejected: list[tuple] = []  # (row, id or None, reason)
+    seen: dict = {}
+    for row in range(n_rows):
+        if row in pre_rejected:
+            rejected.append((row, None, pre_rejected[row]))
+            continue
+        doc_id, reason = row, None
+        if ids is not None:
+            doc_id = ids[row]
+            reason = _id_problem(doc_id, mapping["id"])
+            if reason is None:
+                if doc_id in seen:
+                    raise CorpusError(
+                        f"{path}: duplicate id {doc_id!r} in rows {seen[doc_id]} and {row} "
+                        f"(column {mapping['id']!r})"
+                    )
+                seen[doc_id] = row
+            else:
+                doc_id = None
+        reason = reason or _text_problem(texts[row], mapping["text"])
+        count = None
+        if reason is None and tokens is not None:
+            count, reason = _parse_token_count(tokens[row], mapping["tokens"])
+        if reason is not None:
+            rejected.append((row, doc_id, reason))
+            continue
+        keep.append(row)
+        kept_ids.append(doc_id)
+        kept_tokens.append(count)
+    if not keep:
+        _raise_all_rejected(path, n_rows, [reason for _, _, reason in rejected])
+
+    kept_texts = [texts[r] for r in keep]
+    if tokens is None:
+        token_counts = estimate_tokens(kept_texts)
+    else:
+        token_counts = np.asarray(kept_tokens, dtype=np.int64)
+    data = {"id": _id_series(kept_ids), "text": kept_texts, "tokens": token_counts}
+    if labels is not None:
+        data["label"] = [None if labels[r] is _MISSING else labels[r] for r in keep]
+    frame = pd.DataFrame(data)
+    rows, rejected_ids, reasons = zip(*rejected, strict=True) if rejected else ((), (), ())
+    rejected_frame = pd.DataFrame(
+        {
+            "row": np.asarray(rows, dtype=np.int64),
+            "id": pd.Series(list(rejected_ids), dtype=object),
+            "reason": pd.Series(list(reasons), dtype=object),
+        }
+    )
+    return Corpus(
+        frame=frame,
+        rejected=rejected_frame,
+        source_rows=np.asarray(keep, dtype=np.int64),
+        source=str(path),
+        columns=dict(mapping),
+        tokens_estimated=tokens is None,
+    )
+
+
+def _id_series(ids: list) -> pd.Series:
+    if all(isinstance(v, int) and -_INT64_MAX <= v <= _INT64_MAX for v in ids):
+        return pd.Series(ids, dtype=np.int64)
+    return pd.Series(ids, dtype=object)
+
+
+def _maybe_int_column(values: list) -> list:
+    """Turn canonical integer strings ("12", not "012") into ints when every value is one."""
+    if values and all(isinstance(v, str) and _INT_TEXT.fullmatch(v) for v in values):
+        as_int = [int(v) for v in values]
+        if all(str(i) == v for i, v in zip(as_int, values, strict=True)):
+            return as_int
+    return values
+
+
+def _id_problem(value, col):
+    if value is _MISSING or value is None or (isinstance(value, float) and math.isnan(value)):
+        return f"missing id (column {col!r})"
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return f"invalid id {value!r} in column {col!r} (must be a string or an integer)"
+    if isinstance(value, str) and not value.strip():
+        return f"empty id in column {col!r}"
+    return None
+
+
+def _text_problem(value, col):
+    if value is _MISSING:
+        return f"missing text (no {col!r} field)"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return f"null text in column {col!r}"
+    if not isinstance(value, str):
+        return f"text is not a string: {type(value).__name__} in column {col!r}"
+    if not value:
+        return "empty text"
+    if not value.strip():
+        return "whitespace-only text"
+    return None
+
+
+def _parse_token_count(value, col):
+    """Return (count, None) for a finite positive integer, else (None, reason)."""
+    number = value
+    if isinstance(value, str):
+        try:
+            number = int(value) if _INT_TEXT.fullmatch(value.strip()) else float(value)
+        except ValueError:
+            number = None
+    if isinstance(number, float) and math.isfinite(number) and number.is_integer():
+        number = int(number)
+    if isinstance(number, (int, np.integer)) and not isinstance(number, bool):
+        if 1 <= number <= _INT64_MAX:
+            return int(number), None
+    shown = "missing" if value is _MISSING else repr(value)
+    return (
+        None,
+        f"invalid token count: {shown} in column {col!r} (must be a finite positive integer)",
+    )
+
+
+def _summarise_reasons(reasons) -> str:
+    counts = Counter(str(r).split(":")[0].split(" (")[0] for r in reasons)
+    return ", ".join(f"{n} x {kind}" for kind, n in counts.most_common())
+
+
+def _raise_all_rejected(path, n_rows, reasons) -> None:
+    raise CorpusError(
+        f"{path}: no valid rows; all {n_rows} rows rejected ({_summarise_reasons(reasons)})"
+    )
+
+
+def load_embeddings(path, *, column=None) -> np.ndarray:
+    """Load an embedding matrix from ``.npy`` or ``.parquet``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``.npy``: a 2-D float16/float32/float64 array, read without pickle.
+        ``.parquet``: a list or fixed_size_list column of floats, one row per document.
+    column : str, optional
+        Parquet column to read; by default the only list-typed column.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (N, d)
+        NaN/Inf/zero rows are returned as they are; screen them with
+        ``gem_app.core.sphere.find_invalid_rows``.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".npy", ".parquet"):
+        raise CorpusError(
+            f"{path}: unknown embeddings extension {path.suffix!r} (expected .npy or .parquet)"
+        )
+    _check_nonempty_file(path)
+    matrix = _load_npy(path) if suffix == ".npy" else _load_parquet_matrix(path, column)
+    if matrix.ndim != 2:
+        raise CorpusError(f"{path}: embeddings must be 2-D (N, d), got shape {matrix.shape}")
+    if matrix.shape[0] == 0 or matrix.shape[1] == 0:
+        raise CorpusError(f"{path}: embeddings are empty, shape {matrix.shape}")
+    if matrix.dtype not in (np.float16, np.float32, np.float64):
+        raise CorpusError(
+            f"{path}: embeddings dtype {matrix.dtype} not supported (use float16/32/64)"
+        )
+    return np.ascontiguousarray(matrix, dtype=np.float32)
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    with open(path, "rb") as fh:
+        if fh.read(6) != b"\x93NUMPY":
+            raise CorpusError(f"{path}: not a valid .npy file (no NumPy header)")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise CorpusError(
+                f"{path}: holds a Python object array; refusing to unpickle it (save a float array)"
+            ) from None
+        raise CorpusError(f"{path}: not a valid .npy file ({exc})") from None
+    except (OSError, EOFError) as exc:
+        raise CorpusError(f"{path}: not a valid .npy file ({exc})") from None
+
+
+def _load_parquet_matrix(path: Path, column) -> np.ndarray:
+    try:
+        schema = pq.read_schema(path)
+        list_cols = [f.name for f in schema if _is_list_type(f.type)]
+        if column is None:
+            if len(list_cols) != 1:
+                raise CorpusError(
+                    f"{path}: expected exactly one list column of embeddings, found "
+                    f"{list_cols or 'none'}; pass column=... (columns are {schema.names})"
+                )
+            column = list_cols[0]
+        elif column not in schema.names:
+            raise CorpusError(
+                f"{path}: embeddings column {column!r} not found; columns are {schema.names}"
+            )
+        elif column not in list_cols:
+            raise CorpusError(
+                f"{path}: column {column!r} has type {schema.field(column).type}, not a list"
+            )
+        array = pq.read_table(path, columns=[column]).column(column).combine_chunks()
+    except (pa.ArrowException, OSError) as exc:
+        message = " ".join(str(exc).split())
+        raise CorpusError(f"{path}: truncated or corrupt Parquet file ({message})") from None
+    if array.null_count:
+        row = int(np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False))[0])
+        raise CorpusError(f"{path}: embeddings column {column!r} is null at row {row}")
+    if not pa.types.is_floating(array.type.value_type):
+        raise CorpusError(f"{path}: column {column!r} holds {array.type.value_type}, not floats")
+    lengths = array.value_lengths().to_numpy(zero_copy_only=False) if len(array) else np.zeros(0)
+    if len(lengths) and (lengths != lengths[0]).any():
+        row = int(np.flatnonzero(lengths != lengths[0])[0])
+        raise CorpusError(
+            f"{path}: ragged embeddings in column {column!r}: row {row} has {lengths[row]} "
+            f"values, row 0 has {lengths[0]}"
+        )
+    d = int(lengths[0]) if len(lengths) else 0
+    values = array.flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(len(array), d)
+
+
+def _is_list_type(type_) -> bool:
+    return (
+        pa.types.is_list(type_)
+        or pa.types.is_large_list(type_)
+        or pa.types.is_fixed_size_list(type_)
+    )

@@ -1,0 +1,651 @@
+"""A hierarchical taxonomy: GEM at level 1, GEM inside every level-1 cluster, curator edits.
+
+A :class:`Taxonomy` is a tree of :class:`Node` s over the documents of a fit run
+(:mod:`gem_app.storage.runs`) plus an ordered, JSON-able edit log. It is always
+*base tree* (from :func:`build_taxonomy`) + *edits*: replaying the log on the base
+gives the current tree (:meth:`Taxonomy.replay`).
+
+Node ids: the root is ``"root"``, level-1 cluster ``k`` is ``"k"``, its children
+``"k.j"``. Ids are never re-used: a merge creates the next free index under the parent
+(``"16"`` after ``"0".."15"``), a split creates ``"<node>.<j>"`` with fresh ``j``.
+
+Per node (see :class:`Node`): ``documents`` and ``tokens`` count the documents whose
+leaf is in the node's subtree (hard assignment, ``document_leaf``); ``mass`` is the
+token share of the whole corpus (so leaf masses sum to 1); ``concentration`` is the
+vMF maximum-likelihood ``kappa`` of the node's soft resultant
+``r = sum_i a_i q_ik x_i`` (in the coordinates of the GEM split that created it; with
+``concentration="per-cluster"`` it equals GEM's own kappa); ``gis`` is ``G_k`` of that
+split (:mod:`gem_app.core.gis`), in nats; ``terms`` are the node's top terms by term GIS
+within its parent's split (vocabulary built once for the whole corpus).
+
+Edits (dicts, applied in order by :meth:`Taxonomy.apply`)::
+
+    {"op": "rename",  "node": id, "label": str}
+    {"op": "merge",   "nodes": [ids with the same parent], "label": str (optional)}
+    {"op": "split",   "node": id, "n": int, "seed": int}
+    {"op": "exclude", "node": id, "excluded": bool}
+
+Files in the run folder: ``taxonomy.json`` (format_version, parameters, k_curves, base
+and current nodes, the edit log, resultants) and ``taxonomy_assignments.parquet``
+(``id``, ``leaf``, ``base_leaf``), both written atomically.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import numbers
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from gem_app.utils.files import write_json
+from gem_app.core.gis import cluster_masses, compute_gis
+from gem_app.taxonomy.labels import build_vocabulary, representative_documents, select_terms
+from gem_app.taxonomy.split import SplitFit, fit_split, resultant_concentration, soft_resultants
+
+__all__ = [
+    "ASSIGNMENTS_FILE",
+    "EDIT_OPS",
+    "FORMAT_VERSION",
+    "Node",
+    "TAXONOMY_FILE",
+    "Taxonomy",
+    "build_taxonomy",
+]
+
+FORMAT_VERSION = 1
+TAXONOMY_FILE = "taxonomy.json"
+ASSIGNMENTS_FILE = "taxonomy_assignments.parquet"
+ROOT = "root"
+EDIT_OPS = ("rename", "merge", "split", "exclude")
+N_CATEGORIES = 5
+N_EXAMPLES = 3
+
+
+@dataclass
+class Node:
+    """One node of the taxonomy.
+
+    Attributes
+    ----------
+    id : str
+        ``"root"``, ``"k"`` (level 1), ``"k.j"`` (level 2), ...
+    parent : str or None
+        None for the root only.
+    level : int
+        0 for the root, 1 for the clusters of the corpus, 2 for the clusters inside them.
+    label : str
+        Display name (GIS label, LLM name or the curator's rename).
+    terms : list of str
+        Top terms by term GIS within the parent's split, best first.
+    documents, tokens : int
+        Documents and tokens of the subtree (hard assignment).
+    mass : float
+        Token share of the whole corpus.
+    concentration : float
+        vMF kappa of the node (see the module docstring).
+    gis : float
+        ``G_k`` of the split the node belongs to, in nats (0 for the root). A merged
+        node gets the sum of its members' ``G_k``, an upper bound of the merged
+        column's ``G_k`` (merging clusters cannot increase ``I(X; Z)``).
+    excluded : bool
+        Curator flag; a parent is excluded when all of its children are.
+    top_categories : list of [str, float]
+        Most common human categories and their token shares, when the run has a label
+        column.
+    children : list of str
+        Child ids in display order (largest mass first when created).
+    term_scores : list of float
+        ``G(t, k)`` of ``terms``, in nats.
+    examples : list of int
+        Representative documents (rows of the run), best first.
+    gis_label : str
+        The label from terms alone (kept through renames).
+    source : str
+        ``"gis"``, ``"llm"``, ``"curator"`` or ``"merge"``: where ``label`` came from.
+    """
+
+    id: str
+    parent: str | None
+    level: int
+    label: str
+    terms: list[str] = field(default_factory=list)
+    documents: int = 0
+    tokens: int = 0
+    mass: float = 0.0
+    concentration: float = 0.0
+    gis: float = 0.0
+    excluded: bool = False
+    top_categories: list[list] = field(default_factory=list)
+    children: list[str] = field(default_factory=list)
+    term_scores: list[float] = field(default_factory=list)
+    examples: list[int] = field(default_factory=list)
+    gis_label: str = ""
+    source: str = "gis"
+
+    @property
+    def is_leaf(self) -> bool:
+        return not self.children
+
+    def to_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Node:
+        known = {f.name for f in fields(cls)}
+        missing = {"id", "parent", "level", "label"} - set(data)
+        if missing:
+            raise ValueError(f"taxonomy node {data.get('id', '?')!r} lacks {sorted(missing)}")
+        return cls(**{k: copy.deepcopy(v) for k, v in data.items() if k in known})
+
+
+class _Context:
+    """What splits need from the run: embeddings, tokens and the corpus vocabulary."""
+
+    def __init__(self, run, *, min_df, max_df):
+        self.run = run
+        self.X = run.embeddings
+        self.texts = run.frame["text"].tolist()
+        presence, self.terms, self.note = build_vocabulary(self.texts, min_df=min_df, max_df=max_df)
+        self.presence = sp.csr_matrix(presence)
+
+
+class Taxonomy:
+    """A tree of :class:`Node` over a run's documents, with a replayable edit log.
+
+    Build one with :func:`build_taxonomy` or :meth:`load`; the constructor is internal.
+
+    Attributes
+    ----------
+    nodes : dict of str to Node
+        The current tree (use :meth:`walk` / :meth:`leaves` for display order).
+    document_leaf : ndarray of shape (n_documents,), object (str)
+        Leaf id of every document of the run, aligned with ``run.frame``.
+    document_ids : ndarray of shape (n_documents,)
+        The run's document ids, same order.
+    edits : list of dict
+        The ordered edit log (with defaults filled in).
+    k_curves : dict of int to dict of int to float
+        ``level -> {K: BIC}`` for the levels chosen by ``"auto"`` (lower is better).
+    parameters : dict
+        Build parameters: ``levels`` actually used, GEM parameters, vocabulary bounds, ...
+    """
+
+    def __init__(
+        self,
+        nodes,
+        document_leaf,
+        document_ids,
+        tokens,
+        categories=None,
+        *,
+        parameters=None,
+        k_curves=None,
+        next_index=None,
+        resultants=None,
+        run=None,
+        folder=None,
+        context=None,
+    ):
+        self.nodes: dict[str, Node] = dict(nodes)
+        self.document_leaf = np.asarray(document_leaf, dtype=object).copy()
+        self.document_ids = np.asarray(document_ids)
+        self._tokens = np.asarray(tokens, dtype=np.int64)
+        self._categories = None if categories is None else np.asarray(categories, dtype=object)
+        self.parameters: dict[str, Any] = dict(parameters or {})
+        self.k_curves: dict[int, dict[int, float]] = dict(k_curves or {})
+        self._next_index: dict[str, int] = dict(next_index or {})
+        self._resultants: dict[str, tuple[np.ndarray, float]] = dict(resultants or {})
+        self.edits: list[dict] = []
+        self._run, self.folder, self._context = run, folder, context
+        self._base = self._snapshot()
+
+    # -------------------------------------------------------------- navigation
+    @property
+    def root(self) -> Node:
+        return self.nodes[ROOT]
+
+    def node(self, node_id) -> Node:
+        """The node ``node_id``; ValueError naming it when it does not exist."""
+        if not isinstance(node_id, str) or node_id not in self.nodes:
+            raise ValueError(f"taxonomy has no node {node_id!r}")
+        return self.nodes[node_id]
+
+    def children(self, node_id: str) -> list[Node]:
+        return [self.nodes[c] for c in self.node(node_id).children]
+
+    def walk(self, node_id: str = ROOT) -> list[Node]:
+        """The subtree of ``node_id``, depth first in display order, itself first."""
+        out, stack = [], [node_id]
+        while stack:
+            node = self.nodes[stack.pop()]
+            out.append(node)
+            stack.extend(reversed(node.children))
+        return out
+
+    def leaves(self) -> list[Node]:
+        """Leaves in display order (excluded ones included; see ``Node.excluded``)."""
+        return [n for n in self.walk() if n.is_leaf]
+
+    def documents_of(self, node_id: str) -> np.ndarray:
+        """Row indices (into the run's documents) of the node's subtree, int64."""
+        leaves = {n.id for n in self.walk(self.node(node_id).id) if n.is_leaf}
+        return np.flatnonzero(pd.Series(self.document_leaf).isin(leaves).to_numpy())
+
+    def leaf_masses(self, *, include_excluded: bool = True) -> dict[str, float]:
+        """``leaf id -> mass`` in display order (masses of all leaves sum to 1)."""
+        return {n.id: n.mass for n in self.leaves() if include_excluded or not n.excluded}
+
+    # -------------------------------------------------------------- edits
+    def apply(self, edit: dict, *, run=None):
+        """Apply one edit, append it to the log, return the new node id(s).
+
+        ``merge`` returns the merged node's id, ``split`` the list of new child ids,
+        ``rename`` and ``exclude`` None. ``split`` needs the run: given here, held
+        from :func:`build_taxonomy`, or loaded lazily from :attr:`folder`.
+        """
+        if not isinstance(edit, dict):
+            raise ValueError(f"an edit must be a dict with an 'op', got {edit!r}")
+        op = edit.get("op")
+        if op not in EDIT_OPS:
+            raise ValueError(f"unknown edit op {op!r}; expected one of {', '.join(EDIT_OPS)}")
+        if run is not None:
+            self._run, self._context = run, None
+        edit = copy.deepcopy(edit)
+        result = getattr(self, f"_{op}")(edit)
+        self.edits.append(edit)
+        return result
+
+    def _rename(self, edit):
+        node = self._edited_node(edit)
+        label = edit.get("label")
+        if not isinstance(label, str) or not label.strip():
+            raise ValueError(f"rename of node {node.id!r} needs a non-empty 'label', got {label!r}")
+        node.label, node.source = label.strip(), "curator"
+        edit["label"] = node.label
+
+    def _exclude(self, edit):
+        node = self._edited_node(edit)
+        flag = edit.setdefault("excluded", True)
+        if not isinstance(flag, bool):
+            raise ValueError(f"exclude of node {node.id!r}: 'excluded' must be true or false")
+        for sub in self.walk(node.id):
+            sub.excluded = flag
+        self._update_parent_exclusion(node.parent)
+
+    def _merge(self, edit) -> str:
+        ids = edit.get("nodes")
+        if not isinstance(ids, list) or len(ids) < 2:
+            raise ValueError(f"merge needs 'nodes': a list of at least 2 node ids, got {ids!r}")
+        if len(set(map(str, ids))) != len(ids):
+            raise ValueError(f"merge lists a node twice: {ids}")
+        members = [self.node(i) for i in ids]
+        if any(m.id == ROOT for m in members):
+            raise ValueError("the root cannot be merged")
+        parents = {m.parent for m in members}
+        if len(parents) > 1:
+            where = ", ".join(f"{m.id!r} (parent {m.parent!r})" for m in members)
+            raise ValueError(f"merge needs nodes with the same parent; got {where}")
+        parent = self.nodes[parents.pop()]
+        label = edit.get("label")
+        if label is not None and (not isinstance(label, str) or not label.strip()):
+            raise ValueError(f"merge label must be a non-empty string, got {label!r}")
+        new_id = self._new_child_id(parent.id)
+        vectors = [self._resultants.get(m.id) for m in members]
+        if all(v is not None for v in vectors):
+            vector = np.sum([v[0].astype(np.float64) for v in vectors], axis=0)
+            n_k = float(sum(v[1] for v in vectors))
+            self._resultants[new_id] = (vector.astype(np.float32), n_k)
+            concentration = float(resultant_concentration(vector, n_k))
+        else:
+            concentration = float(
+                np.average(
+                    [m.concentration for m in members], weights=[m.tokens + 1e-12 for m in members]
+                )
+            )
+        terms, scores = _merged_terms(members, self.parameters.get("n_terms", 8))
+        gis_label = ", ".join(terms[:3]) or f"cluster {new_id}"
+        merged = Node(
+            id=new_id,
+            parent=parent.id,
+            level=parent.level + 1,
+            label=label.strip() if label else gis_label,
+            terms=terms,
+            term_scores=scores,
+            concentration=concentration,
+            gis=float(sum(m.gis for m in members)),
+            excluded=all(m.excluded for m in members),
+            examples=_interleave([m.examples for m in members])[:N_EXAMPLES],
+            gis_label=gis_label,
+            source="curator" if label else "merge",
+        )
+        rows = np.concatenate([self.documents_of(m.id) for m in members])
+        position = min(parent.children.index(m.id) for m in members)
+        for m in members:
+            self._remove_subtree(m.id)
+        parent.children.insert(position, new_id)
+        self.nodes[new_id] = merged
+        self.document_leaf[rows] = new_id
+        self._refresh_counts()
+        return new_id
+
+    def _split(self, edit) -> list[str]:
+        node = self._edited_node(edit)
+        n = edit.get("n")
+        if not _is_int(n) or n < 2:
+            raise ValueError(f"split of node {node.id!r} needs 'n' >= 2 clusters, got {n!r}")
+        if node.id == ROOT:
+            raise ValueError("the root cannot be split; build a new taxonomy with other levels")
+        if n > node.documents:
+            raise ValueError(
+                f"split of node {node.id!r} into n = {n} clusters: it has only "
+                f"{node.documents} documents"
+            )
+        seed = edit.setdefault("seed", self.parameters.get("random_state", 0))
+        if not _is_int(seed):
+            raise ValueError(f"split of node {node.id!r}: 'seed' must be an integer, got {seed!r}")
+        ctx = self._ensure_context()
+        rows = self.documents_of(node.id)
+        params = dict(self.parameters.get("gem_params", {}), random_state=int(seed))
+        split = fit_split(ctx.X[rows], self._tokens[rows], int(n), **params)
+        for child in list(node.children):
+            self._remove_subtree(child)
+        node.children = []
+        new_ids = self._add_split(node.id, rows, split)
+        for child in new_ids:
+            self.nodes[child].excluded = node.excluded
+        self._refresh_counts()
+        return new_ids
+
+    def _edited_node(self, edit) -> Node:
+        if "node" not in edit:
+            raise ValueError(f"{edit.get('op')} edit needs a 'node' id")
+        return self.node(edit["node"])
+
+    def replay(self, edits=None, *, run=None) -> Taxonomy:
+        """A new Taxonomy: the base tree with ``edits`` (default: this log) applied."""
+        edits = self.edits if edits is None else edits
+        taxonomy = self.base()
+        if run is not None:
+            taxonomy._run, taxonomy._context = run, None
+        for edit in edits:
+            taxonomy.apply(edit)
+        return taxonomy
+
+    def base(self) -> Taxonomy:
+        """The base tree (as built, without edits), sharing the run."""
+        taxonomy = copy.copy(self)
+        taxonomy._restore(self._base)
+        taxonomy.edits = []
+        return taxonomy
+
+    # -------------------------------------------------------------- internals
+    def _snapshot(self) -> dict:
+        return {
+            "nodes": {k: n.to_dict() for k, n in self.nodes.items()},
+            "document_leaf": self.document_leaf.copy(),
+            "next_index": dict(self._next_index),
+            "resultants": dict(self._resultants),
+        }
+
+    def _restore(self, state: dict) -> None:
+        self.nodes = {k: Node.from_dict(v) for k, v in state["nodes"].items()}
+        self.document_leaf = state["document_leaf"].copy()
+        self._next_index = dict(state["next_index"])
+        self._resultants = dict(state["resultants"])
+
+    def _new_child_id(self, parent_id: str) -> str:
+        j = self._next_index.get(parent_id, 0)
+        self._next_index[parent_id] = j + 1
+        return str(j) if parent_id == ROOT else f"{parent_id}.{j}"
+
+    def _remove_subtree(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        for sub in self.walk(node_id):
+            del self.nodes[sub.id]
+            self._resultants.pop(sub.id, None)
+        if node.parent is not None and node_id in self.nodes[node.parent].children:
+            self.nodes[node.parent].children.remove(node_id)
+
+    def _update_parent_exclusion(self, parent_id) -> None:
+        while parent_id is not None:
+            parent = self.nodes[parent_id]
+            parent.excluded = bool(parent.children) and all(
+                self.nodes[c].excluded for c in parent.children
+            )
+            parent_id = parent.parent
+
+    def _ensure_context(self) -> _Context:
+        if self._context is None:
+            if self._run is None:
+                if self.folder is None:
+                    raise ValueError("a split needs the run: pass run= (no run folder is known)")
+                from gem_app.storage.runs import load_run
+
+                self._run = load_run(self.folder)
+            if len(self._run.frame) != len(self.document_leaf):
+                raise ValueError(
+                    f"the run has {len(self._run.frame)} documents but the taxonomy "
+                    f"{len(self.document_leaf)}"
+                )
+            self._context = _Context(
+                self._run,
+                min_df=self.parameters.get("min_df", 2),
+                max_df=self.parameters.get("max_df", 0.95),
+            )
+        return self._context
+
+    def _add_split(self, parent_id: str, rows: np.ndarray, split: SplitFit) -> list[str]:
+        """Children of ``parent_id`` from a GEM split of its documents ``rows``."""
+        ctx = self._ensure_context()
+        parent = self.nodes[parent_id]
+        weights = self._tokens[rows].astype(np.float64)
+        rho = cluster_masses(split.q, weights)
+        presence = ctx.presence[rows]
+        gis = compute_gis(split.q, rho, weights, presence)
+        vectors, n_k = soft_resultants(split.q, split.points, weights)
+        kappa = resultant_concentration(vectors, n_k)
+        examples, _ = representative_documents(
+            split.q, split.points, split.model.mean_directions_, n_docs=N_EXAMPLES
+        )
+        by_term = sp.csc_matrix(presence)
+        n_terms = self.parameters.get("n_terms", 8)
+        ids = []
+        for k in range(split.n_clusters):
+            node_id = self._new_child_id(parent_id)
+            chosen = select_terms(gis.term[:, k], ctx.terms, by_term, n_terms=n_terms)
+            terms = [str(ctx.terms[t]) for t in chosen]
+            gis_label = ", ".join(terms[:3]) or f"cluster {node_id}"
+            self.nodes[node_id] = Node(
+                id=node_id,
+                parent=parent_id,
+                level=parent.level + 1,
+                label=gis_label,
+                terms=terms,
+                term_scores=[float(gis.term[t, k]) for t in chosen],
+                concentration=float(kappa[k]),
+                gis=float(gis.cluster[k]),
+                examples=[int(rows[r]) for r in examples[k]],
+                gis_label=gis_label,
+            )
+            self._resultants[node_id] = (vectors[k].astype(np.float32), float(n_k[k]))
+            self.document_leaf[rows[split.labels == k]] = node_id
+            ids.append(node_id)
+        hard_tokens = np.bincount(split.labels, weights=weights, minlength=split.n_clusters)
+        order = sorted(range(len(ids)), key=lambda k: (-hard_tokens[k], k))
+        parent.children = [ids[k] for k in order]
+        return parent.children
+
+    def _refresh_counts(self) -> None:
+        """documents, tokens, mass and top_categories of every node from ``document_leaf``."""
+        frame = pd.DataFrame({"leaf": self.document_leaf, "tokens": self._tokens})
+        per_leaf = frame.groupby("leaf", sort=False)["tokens"].agg(["size", "sum"])
+        cats: dict[str, Counter] = {}
+        if self._categories is not None:
+            frame["category"] = pd.Series(self._categories).astype(str).to_numpy()
+            grouped = frame.groupby(["leaf", "category"], sort=False)["tokens"].sum()
+            for (leaf, cat), value in grouped.items():
+                cats.setdefault(leaf, Counter())[cat] += int(value)
+        total = float(self._tokens.sum())
+        for node in reversed(self.walk()):  # children before parents
+            if node.is_leaf:
+                docs = int(per_leaf["size"].get(node.id, 0))
+                tokens = int(per_leaf["sum"].get(node.id, 0))
+                counter = cats.get(node.id, Counter())
+            else:
+                kids = [self.nodes[c] for c in node.children]
+                docs, tokens = sum(k.documents for k in kids), sum(k.tokens for k in kids)
+                counter = sum((cats.get(k.id, Counter()) for k in kids), Counter())
+            cats[node.id] = counter
+            node.documents, node.tokens = docs, tokens
+            node.mass = tokens / total if total > 0 else 0.0
+            node.top_categories = (
+                [
+                    [cat, value / tokens]
+                    for cat, value in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[
+                        :N_CATEGORIES
+                    ]
+                ]
+                if tokens > 0
+                else []
+            )
+        self.nodes[ROOT].mass = 1.0
+
+    # -------------------------------------------------------------- persistence
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document of ``taxonomy.json`` (without the per-document leaves)."""
+        base_nodes = self._base["nodes"]
+        resultants = {**self._base["resultants"], **self._resultants}
+        return {
+            "format": "gem-taxonomy",
+            "format_version": FORMAT_VERSION,
+            "parameters": self.parameters,
+            "k_curves": {
+                str(lv): {str(k): v for k, v in c.items()} for lv, c in self.k_curves.items()
+            },
+            "n_documents": int(len(self.document_leaf)),
+            "nodes": [n.to_dict() for n in self.walk()],
+            "next_index": self._next_index,
+            "edits": copy.deepcopy(self.edits),
+            "base": {"nodes": list(base_nodes.values()), "next_index": self._base["next_index"]},
+            "resultants": {
+                k: {"mass": m, "vector": v.tolist()} for k, (v, m) in resultants.items()
+            },
+        }
+
+    def save(self, folder=None) -> Path:
+        """Write ``folder/taxonomy.json`` and ``folder/taxonomy_assignments.parquet``."""
+        from gem_app.storage.runs import write_parquet
+
+        folder = Path(folder if folder is not None else self.folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        frame = pd.DataFrame(
+            {
+                "id": self.document_ids,
+                "leaf": self.document_leaf.astype(str),
+                "base_leaf": self._base["document_leaf"].astype(str),
+                "tokens": self._tokens,
+            }
+        )
+        if self._categories is not None:
+            frame["category"] = pd.Series(self._categories).astype(str).to_numpy()
+        write_parquet(frame, folder / ASSIGNMENTS_FILE)
+        write_json(folder / TAXONOMY_FILE, self.to_dict())
+        self.folder = folder
+        return folder
+
+    @classmethod
+    def load(cls, folder, *, run=None) -> Taxonomy:
+        """Read a saved taxonomy; the run is re-read lazily, only when a split needs it."""
+        folder = Path(folder)
+        path = folder / TAXONOMY_FILE
+        if not path.is_file() or not (folder / ASSIGNMENTS_FILE).is_file():
+            raise ValueError(f"{folder} holds no taxonomy ({TAXONOMY_FILE} and {ASSIGNMENTS_FILE})")
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        if doc.get("format") != "gem-taxonomy" or doc.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{path}: not a taxonomy file of format_version {FORMAT_VERSION}")
+        frame = pd.read_parquet(folder / ASSIGNMENTS_FILE)
+        if len(frame) != doc["n_documents"]:
+            raise ValueError(
+                f"{folder / ASSIGNMENTS_FILE} has {len(frame)} rows, expected {doc['n_documents']}"
+            )
+        resultants = {
+            k: (np.asarray(v["vector"], dtype=np.float32), float(v["mass"]))
+            for k, v in doc["resultants"].items()
+        }
+        base_nodes = {n["id"]: Node.from_dict(n) for n in doc["base"]["nodes"]}
+        taxonomy = cls(
+            base_nodes,
+            frame["base_leaf"].to_numpy(dtype=object),
+            frame["id"].to_numpy(),
+            frame["tokens"].to_numpy(),
+            frame["category"].to_numpy(dtype=object) if "category" in frame else None,
+            parameters=doc["parameters"],
+            k_curves={
+                int(lv): {int(k): float(v) for k, v in c.items()}
+                for lv, c in doc["k_curves"].items()
+            },
+            next_index=doc["base"]["next_index"],
+            resultants={k: v for k, v in resultants.items() if k in base_nodes},
+            run=run,
+            folder=folder,
+        )
+        taxonomy.nodes = {n["id"]: Node.from_dict(n) for n in doc["nodes"]}
+        taxonomy.document_leaf = frame["leaf"].to_numpy(dtype=object)
+        taxonomy._next_index = dict(doc["next_index"])
+        taxonomy._resultants = {k: v for k, v in resultants.items() if k in taxonomy.nodes}
+        taxonomy.edits = list(doc["edits"])
+        return taxonomy
+
+    def format_tree(self) -> str:
+        """The tree as indented text lines (for the CLI)."""
+        lines = [f"{'node':<10} {'docs':>6} {'mass':>7} {'kappa':>8} {'GIS':>6}  label"]
+        for node in self.walk():
+            indent = "  " * node.level
+            flag = "  [excluded]" if node.excluded else ""
+            lines.append(
+                f"{indent + node.id:<10} {node.documents:>6} {node.mass:>7.3f} "
+                f"{node.concentration:>8.1f} {node.gis:>6.3f}  {node.label}{flag}"
+            )
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _interleave(lists) -> list:
+    out = []
+    for i in range(max((len(x) for x in lists), default=0)):
+        out.extend(x[i] for x in lists if i < len(x))
+    return out
+
+
+def _merged_terms(members, n_terms: int) -> tuple[list[str], list[float]]:
+    """The members' terms by decreasing score, de-duplicated, ``n_terms`` at most."""
+    pairs = sorted(
+        ((s, t) for m in members for t, s in zip(m.terms, m.term_scores, strict=False)),
+        key=lambda st: (-st[0], st[1]),
+    )
+    terms, scores = [], []
+    for s, t in pairs:
+        if t not in terms:
+            terms.append(t)
+            scores.append(float(s))
+    return terms[:n_terms], scores[:n_terms]
+
+
+# Imported last: gem_app.taxonomy.build imports this module only inside its functions.
+from gem_app.taxonomy.build import build_taxonomy  # noqa: E402
