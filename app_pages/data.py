@@ -12,8 +12,8 @@ import streamlit as st
 
 from app_pages import _shared
 from gem_app.app import state as app_state
-from gem_app.io.encoder import embed_texts
 from gem_app.io.corpus import load_corpus
+from gem_app.io.encoder import embed_texts
 
 
 def main() -> None:

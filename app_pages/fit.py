@@ -9,6 +9,7 @@ import torch
 
 from app_pages import _shared
 from gem_app.app import state as app_state
+from gem_app.evaluate.selection import sweep_k
 from gem_app.viz import masses_figure, objective_figure, sweep_figure
 
 
@@ -82,7 +83,7 @@ def main() -> None:
         if auto:
             ks = list(range(k_range[0], k_range[1] + 1, 2))
             bar = st.progress(0.0, text="Sweeping K…")
-            curve = app_state.sweep_k(
+            curve = sweep_k(
                 dataset["data"],
                 ks,
                 embeddings=dataset.get("embeddings"),

@@ -8,14 +8,10 @@ import streamlit as st
 
 from app_pages import _shared
 from gem_app.app import state as app_state
-from gem_app.export.document import (
-    FORMATS,
-    build_mixture_document,
-    check_export_name,
-    mix_domains,
-    render_mixture,
-    save_mixture,
-)
+from gem_app.export.document import build_mixture_document
+from gem_app.export.domains import mix_domains
+from gem_app.export.formats import FORMATS, render_mixture
+from gem_app.export.saved import check_export_name, save_mixture
 from gem_app.viz import epochs_figure, masses_shift_figure, weights_figure
 
 
@@ -34,7 +30,7 @@ def main() -> None:
     view = _shared.current_view()
     st.title("Mix & Export")
 
-    taxonomy = app_state.load_taxonomy(ws, view) if app_state.taxonomy_available() else None
+    taxonomy = app_state.load_taxonomy(ws, view)
     tax_key = ""
     if taxonomy is not None:
         info = ws.load("fits", view.name, verify=False)

@@ -15,38 +15,28 @@ def main() -> None:
     view = _shared.current_view()
     st.title("Taxonomy")
 
-    taxonomy = None
-    if app_state.taxonomy_available():
-        taxonomy = app_state.load_taxonomy(ws, view)
-        with st.expander(
-            "Build the hierarchy" if taxonomy is None else "Rebuild the hierarchy",
-            expanded=taxonomy is None,
-        ):
-            c1, c2 = st.columns(2)
-            second = c1.selectbox(
-                "Second level", ["none", "auto (BIC)", "2", "3", "4", "6"], key="tax_level2"
-            )
-            c2.caption(
-                "Level 1 is the fit's clusters; a second level fits GEM inside each of them."
-            )
-            if st.button("Build taxonomy", type="primary", key="tax_build"):
-                levels = (
-                    (view.n_clusters,)
-                    if second == "none"
-                    else (view.n_clusters, "auto" if second.startswith("auto") else int(second))
-                )
-                with st.spinner("Building the taxonomy…"):
-                    taxonomy = app_state.build_fit_taxonomy(ws, view, levels)
-                st.success("Taxonomy built and saved in the workspace.")
-    else:
-        st.info(
-            "The hierarchy module is not available in this build: showing the fit's clusters "
-            "as a one-level taxonomy (edits are disabled).",
-            icon=":material/info:",
+    taxonomy = app_state.load_taxonomy(ws, view)
+    with st.expander(
+        "Build the hierarchy" if taxonomy is None else "Rebuild the hierarchy",
+        expanded=taxonomy is None,
+    ):
+        c1, c2 = st.columns(2)
+        second = c1.selectbox(
+            "Second level", ["none", "auto (BIC)", "2", "3", "4", "6"], key="tax_level2"
         )
+        c2.caption("Level 1 is the fit's clusters; a second level fits GEM inside each of them.")
+        if st.button("Build taxonomy", type="primary", key="tax_build"):
+            levels = (
+                (view.n_clusters,)
+                if second == "none"
+                else (view.n_clusters, "auto" if second.startswith("auto") else int(second))
+            )
+            with st.spinner("Building the taxonomy…"):
+                taxonomy = app_state.build_fit_taxonomy(ws, view, levels)
+            st.success("Taxonomy built and saved in the workspace.")
 
     nodes = taxonomy_table(taxonomy) if taxonomy is not None else cluster_table(view)
-    if taxonomy is None and app_state.taxonomy_available():
+    if taxonomy is None:
         st.caption("No taxonomy built yet: showing the fit's clusters as one level.")
 
     c1, c2 = st.columns([1, 1])

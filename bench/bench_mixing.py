@@ -21,16 +21,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from gem_app.export.document import (
-    FORMATS,
-    Domain,
-    DomainSet,
-    domain_slug,
-    materialize_batches,
-    mix_domains,
-    mixture_document,
-    write_mixture,
-)
+from gem_app.export.document import mixture_document
+from gem_app.export.domains import Domain, DomainSet, domain_slug, mix_domains
+from gem_app.export.formats import FORMATS, write_mixture
+from gem_app.export.shards import write_shards
 from gem_app.mixing.weights import mixing_report, mixture_weights
 
 GOAL_MS_AT_4096 = 5.0
@@ -142,7 +136,7 @@ def bench_export(n_documents: int, n_domains: int, seed: int) -> None:
         ):
             out = Path(tmp) / f"shards-{fmt}-{content}"
             start = time.perf_counter()
-            manifest = materialize_batches(
+            manifest = write_shards(
                 doc,
                 _batches(domains, tokens, pool, text_index, content),
                 out,

@@ -26,11 +26,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gem_app.core.gem import GEM
+from gem_app.io.encoder import embed_texts
 from gem_app.scale.assign import assign
 from gem_app.scale.cascade import agreement, cascade_curve, mean_kl
-from gem_app.scale.distill import Student, measure_rate
-from gem_app.io.encoder import embed_texts
-from gem_app.core.gem import GEM
+from gem_app.scale.distill import measure_rate
+from gem_app.scale.student import Student
 
 REPO = Path(__file__).resolve().parents[1]
 

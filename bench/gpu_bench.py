@@ -23,7 +23,7 @@ The measurements are the named functions of ``BENCHMARKS``, run in order on one 
   timestamps, with the dual passes per iteration and a breakdown by part.
 
 * ``predict_proba``: rows per second of ``GEM.predict_proba`` (the teacher's assignment);
-* ``student``: documents per second of the distilled student (``gem_app.scale.distill``; its
+* ``student``: documents per second of the distilled student (``gem_app.scale.student``; its
   hashing of the texts runs on the CPU, the network on the device).
 
 More are registered with ``@benchmark("name")``; each takes the Context and returns a dict.
@@ -179,12 +179,12 @@ def spherical_kmeans_step(X: torch.Tensor, centres: torch.Tensor, chunk_size: in
 @benchmark("kmeans")
 def kmeans(ctx: Context) -> dict:
     """ms per spherical k-means iteration (the score matrix in chunks of GEM's size)."""
-    from gem_app.core import mm
+    from gem_app.core.rows import chunk_rows
 
     gen = torch.Generator(device="cpu").manual_seed(ctx.seed)
     start_rows = torch.randperm(ctx.n, generator=gen)[: ctx.k].to(ctx.device)
     state = {"centres": ctx.X[start_rows].clone()}
-    chunk = mm.chunk_rows(ctx.d, ctx.k, ctx.device)
+    chunk = chunk_rows(ctx.d, ctx.k, ctx.device)
 
     def step():
         state["centres"] = spherical_kmeans_step(ctx.X, state["centres"], chunk)
@@ -238,8 +238,8 @@ def predict_proba(ctx: Context) -> dict:
 
 @benchmark("student")
 def student(ctx: Context) -> dict:
-    """Documents per second of the distilled student (gem_app.scale.distill) on the device."""
-    from gem_app.scale.distill import Student
+    """Documents per second of the distilled student (gem_app.scale.student) on the device."""
+    from gem_app.scale.student import Student
 
     rng = np.random.default_rng(ctx.seed)
     vocabulary = [f"w{i}" for i in range(5_000)]

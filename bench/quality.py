@@ -32,16 +32,12 @@ from pathlib import Path
 import numpy as np
 from sklearn import metrics
 
-from gem_app.evaluate.baselines import (
-    cluster_balance,
-    fit_vmf_to_labels,
-    run_baseline,
-    seed_stability,
-    vmf_log_likelihood,
-)
 from gem_app.core.gem import GEM
-from gem_app.io.corpus import load_corpus, load_embeddings
 from gem_app.core.sphere import SphereTransform
+from gem_app.core.vmf_em import fit_vmf_to_labels, vmf_log_likelihood
+from gem_app.evaluate.baselines import cluster_balance, run_baseline, seed_stability
+from gem_app.io.corpus import load_corpus
+from gem_app.io.embeddings import load_embeddings
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- BEGIN RESULTS -->", "<!-- END RESULTS -->"

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gem_app.utils.optional import require_umap
+
 __all__ = [
     "DEFAULT_POINT_CAP",
     "cluster_centres",
@@ -102,8 +104,7 @@ def umap_sphere(points, *, n_neighbors: int = 15, random_state=0, n_epochs=None)
     -------
     ndarray of shape (n, 3), unit rows
     """
-    import umap  # slow import (numba); only when a layout is asked for
-
+    umap = require_umap()  # slow import (numba): only when a layout is asked for
     points = np.asarray(points, dtype=np.float32)
     if points.shape[0] < 4:
         raise ValueError(f"UMAP needs at least 4 points, got {points.shape[0]}")

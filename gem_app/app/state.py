@@ -26,8 +26,12 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from gem_app.app.views import FitView
 from gem_app.storage.runs import fit_corpus
 from gem_app.storage.workspace import Workspace
+from gem_app.taxonomy.build import build_taxonomy
+from gem_app.taxonomy.tree import TAXONOMY_FILE, Taxonomy
+from gem_app.utils.files import atomic_path
 
 __all__ = [
     "SAMPLE_DATA",
@@ -177,8 +181,6 @@ def save_upload(ws: Workspace, filename: str, content: bytes) -> Path:
     digest = hashlib.sha256(content).hexdigest()[:12]
     target = ws.root / "uploads" / f"{digest}-{stem}{suffix}"
     if not target.is_file():
-        from gem_app.utils.files import atomic_path
-
         with atomic_path(target) as tmp:
             tmp.write_bytes(content)
     return target
@@ -186,8 +188,6 @@ def save_upload(ws: Workspace, filename: str, content: bytes) -> Path:
 
 def fit_view(ws: Workspace, name: str):
     """The shared :class:`gem_app.app.views.FitView` of ``fits/name`` (cached per version)."""
-    from gem_app.app.views import FitView
-
     info = ws.load("fits", name, verify=False)
     key = (str(ws.root), name, info.files["model.safetensors"].sha256)
     with _VIEWS_LOCK:
@@ -197,7 +197,8 @@ def fit_view(ws: Workspace, name: str):
             view.refresh(info)
             return view
     info = ws.load("fits", name)  # verify the checksums once per model
-    view = FitView.open(ws, name, info)
+    digest = info.files["model.safetensors"].sha256[:16]
+    view = FitView.open(name, info, cache_dir(ws, "fits", name, digest))
     with _VIEWS_LOCK:
         view = _VIEWS.setdefault(key, view)
         while len(_VIEWS) > _MAX_VIEWS:
@@ -222,87 +223,8 @@ def env_flag(name: str, default: bool = True) -> bool:
     return value.strip().lower() not in ("0", "false", "off", "no", "")
 
 
-def sweep_k(
-    data,
-    ks,
-    *,
-    embeddings=None,
-    text_col="text",
-    id_col="id",
-    label_col=None,
-    tokens_col=None,
-    progress=None,
-    max_iter: int = 50,
-    **gem_params,
-):
-    """Fit GEM for every K in ``ks`` and score each fit by BIC (lower is better).
-
-    BIC = -2 N L + p log N, with L the token-weighted mean log-density of the vMF mixture
-    (weights = the fitted masses) at the corrected points and
-    p = K (d - 1) + (number of kappas) + (K - 1).
-
-    Returns
-    -------
-    DataFrame with columns k, bic, log_likelihood, objective
-    """
-    import numpy as np
-    import pandas as pd
-
-    from gem_app.evaluate.baselines import vmf_log_likelihood
-    from gem_app.core.gem import GEM
-    from gem_app.io.corpus import load_corpus
-    from gem_app.storage.runs import corpus_embeddings
-
-    corpus = load_corpus(
-        data, text_col=text_col, id_col=id_col, label_col=label_col, tokens_col=tokens_col
-    )
-    frame, X, _ = corpus_embeddings(corpus, embeddings)
-    a = frame["tokens"].to_numpy(dtype=np.float64)
-    n, d = X.shape
-    records = []
-    for i, k in enumerate(ks):
-        if progress is not None:
-            progress(i, k)
-        model = GEM(int(k), max_iter=max_iter, **gem_params).fit(X, sample_weight=a)
-        x = model.transform(X)
-        ll = vmf_log_likelihood(
-            x,
-            model.mean_directions_,
-            model.concentrations_,
-            np.log(np.maximum(model.cluster_masses_, 1e-300)),
-        )
-        mean_ll = float(a @ ll / a.sum())
-        n_kappa = 1 if model.concentration == "tied" else int(k)
-        p = int(k) * (d - 1) + n_kappa + int(k) - 1
-        records.append(
-            {
-                "k": int(k),
-                "bic": -2 * n * mean_ll + p * np.log(n),
-                "log_likelihood": mean_ll,
-                "objective": float(model.objective_),
-            }
-        )
-    return pd.DataFrame(records)
-
-
-def taxonomy_available() -> bool:
-    """Whether gem_app.taxonomy.tree is present and implemented in this build."""
-    try:
-        from gem_app.taxonomy.tree import Taxonomy
-    except ImportError:
-        return False
-    import inspect
-
-    try:
-        return not inspect.getsource(Taxonomy.load).rstrip().endswith("raise NotImplementedError")
-    except (OSError, TypeError):
-        return True
-
-
 def load_taxonomy(ws: Workspace, view):
     """The fit's saved taxonomy (``taxonomy.json`` in the fit run), or None."""
-    from gem_app.taxonomy.tree import TAXONOMY_FILE, Taxonomy
-
     info = ws.load("fits", view.name, verify=False)
     view.refresh(info)
     if TAXONOMY_FILE not in info.files:
@@ -320,9 +242,7 @@ def save_taxonomy(ws: Workspace, view, taxonomy) -> None:
 
 
 def build_fit_taxonomy(ws: Workspace, view, levels):
-    """Build (:func:`gem_app.taxonomy.tree.build_taxonomy`) and save the fit's taxonomy."""
-    from gem_app.taxonomy.tree import build_taxonomy
-
+    """Build (:func:`gem_app.taxonomy.build.build_taxonomy`) and save the fit's taxonomy."""
     taxonomy = build_taxonomy(view.run, levels)
     save_taxonomy(ws, view, taxonomy)
     return taxonomy

@@ -15,10 +15,8 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from gem_app.utils.files import atomic_path, write_json
-from gem_app.core.gis import compute_gis
-from gem_app.taxonomy.labels import ClusterLabel, LabelSet, cluster_labels
 from gem_app.app.projection import (
     DEFAULT_POINT_CAP,
     cluster_centres,
@@ -26,8 +24,14 @@ from gem_app.app.projection import (
     stratified_sample,
     umap_sphere,
 )
+from gem_app.core.gis import compute_gis
 from gem_app.core.reassign import Reassignment, document_scores, q_from_scores
+from gem_app.evaluate.baselines import run_baseline
+from gem_app.evaluate.compare import compare_labels, top_categories
+from gem_app.export.domains import DomainSet, cluster_domains, domains_from_run
 from gem_app.storage.runs import load_run
+from gem_app.taxonomy.labels import ClusterLabel, LabelSet, cluster_labels
+from gem_app.utils.files import atomic_path, write_json
 
 __all__ = ["FitView"]
 
@@ -56,12 +60,9 @@ class FitView:
         self.umap_error: str | None = None
 
     @classmethod
-    def open(cls, ws, name: str, info) -> FitView:
-        from gem_app.app.state import cache_dir
-
-        run = load_run(info.path)
-        digest = info.files["model.safetensors"].sha256[:16]
-        return cls(name, run, cache_dir(ws, "fits", name, digest), info.version)
+    def open(cls, name: str, info, cache: Path) -> FitView:
+        """Load the run of a workspace entry (``info``: its RunInfo); ``cache``: its cache folder."""
+        return cls(name, load_run(info.path), cache, info.version)
 
     def refresh(self, info) -> None:
         """Point the run at the current version folder after a workspace update of the fit."""
@@ -154,8 +155,6 @@ class FitView:
         """:class:`gem_app.evaluate.compare.ComparisonResult` against the human column (token-weighted), or None."""
         if self.human is None:
             return None
-        from gem_app.evaluate.compare import compare_labels
-
         return compare_labels(self.hard_labels, self.human, weights=self.weights)
 
     def baseline_comparisons(self, names=("kmeans", "vmf-em"), *, random_state=0) -> dict:
@@ -167,9 +166,6 @@ class FitView:
         """
         if self.human is None:
             return {}
-        from gem_app.evaluate.baselines import run_baseline
-        from gem_app.evaluate.compare import compare_labels
-
         results = {"GEM": self.comparison}
         with self._lock:
             for name in names:
@@ -188,52 +184,18 @@ class FitView:
                 results[name] = self._baselines[key]
         return results
 
-    def domains(self, taxonomy=None, taxonomy_key: str = ""):
-        """The mixing domains (:func:`gem_app.export.document.domains_from_run`), cached per taxonomy version."""
-        from gem_app.export.document import domains_from_run
-
+    def domains(self, taxonomy=None, taxonomy_key: str = "") -> DomainSet:
+        """The mixing domains (:func:`gem_app.export.domains.domains_from_run`), cached per
+        taxonomy version; without a taxonomy, the clusters with this view's cached labels."""
         key = ("domains", taxonomy_key if taxonomy is not None else "")
         with self._lock:
             if key not in self._baselines:
                 if taxonomy is None:
-                    self._baselines[key] = self._cluster_domains()
+                    domains = cluster_domains(self.run, self.labels, self.gis.cluster)
                 else:
-                    self._baselines[key] = domains_from_run(self.run, taxonomy)
+                    domains = domains_from_run(self.run, taxonomy)
+                self._baselines[key] = domains
             return self._baselines[key]
-
-    def _cluster_domains(self):
-        """The level-1 clusters as domains, from the cached labels (what
-        :func:`gem_app.export.document.domains_from_run` computes without a taxonomy, without
-        recomputing the labels)."""
-        from gem_app.export.domains import Domain, DomainSet, domain_slug
-
-        K = self.n_clusters
-        ids = [str(k) for k in range(K)]
-        width = max(2, len(ids[-1]))
-        documents = np.bincount(self.hard_labels, minlength=K)
-        top = [[] for _ in range(K)]
-        if self.comparison is not None:
-            table = self.comparison.table
-            for k in range(K):
-                if k in table.columns and table[k].sum() > 0:
-                    shares = (table[k] / table[k].sum()).sort_values(ascending=False, kind="stable")
-                    top[k] = [[str(c), float(v)] for c, v in shares.head(3).items()]
-        domains = [
-            Domain(
-                id=ids[k],
-                name=domain_slug(ids[k], self.labels[k].label, width=width),
-                label=self.labels[k].label,
-                terms=list(self.labels[k].terms),
-                parent=None,
-                level=1,
-                documents=int(documents[k]),
-                tokens=int(round(self.cluster_tokens[k])),
-                gis=float(self.gis.cluster[k]),
-                top_categories=top[k],
-            )
-            for k in range(K)
-        ]
-        return DomainSet(domains, self.hard_labels.copy(), "clusters")
 
     # ------------------------------------------------------------------ frozen q-step
     @cached_property
@@ -360,8 +322,6 @@ def cluster_table(view: FitView):
     Columns id, parent, level, label, terms, documents, tokens, mass, kappa, gis, purity,
     top_categories (str).
     """
-    import pandas as pd
-
     K = view.n_clusters
     docs = np.bincount(view.hard_labels, minlength=K)
     purity = np.full(K, np.nan)
@@ -369,11 +329,11 @@ def cluster_table(view: FitView):
     if view.comparison is not None:
         table = view.comparison.table  # categories x clusters (tokens)
         for k in range(K):
-            column = table[k] if k in table.columns else None
-            if column is not None and column.sum() > 0:
-                shares = (column / column.sum()).sort_values(ascending=False)
-                purity[k] = float(shares.iloc[0])
-                top[k] = ", ".join(f"{c} {s:.0%}" for c, s in shares.head(3).items())
+            if k in table.columns:
+                best = top_categories(table[k])
+                if best:
+                    purity[k] = best[0][1]
+                    top[k] = ", ".join(f"{c} {s:.0%}" for c, s in best)
     rows = [
         {
             "id": "root",
@@ -414,8 +374,6 @@ def cluster_table(view: FitView):
 
 def taxonomy_table(taxonomy):
     """One row per node of a :class:`gem_app.taxonomy.tree.Taxonomy` (same columns as cluster_table)."""
-    import pandas as pd
-
     rows = []
     for node in taxonomy.walk():
         cats = [list(c) for c in (node.top_categories or [])]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from gem_app.cli.progress import progress_bar
 from gem_app.scale.assign import assign
-from gem_app.cli._progress import progress_bar
 
 
 def register(sub) -> None:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from gem_app.utils.files import write_json
 from gem_app.evaluate.baselines import BASELINES, cluster_balance, run_baseline
 from gem_app.evaluate.compare import compare_labels
 from gem_app.io.corpus import load_corpus
 from gem_app.storage.runs import load_run
+from gem_app.utils.files import write_json
 
 COMPARE_FILE = "compare.json"
 _SHOWN = 10  # lines per part of the misalignment report

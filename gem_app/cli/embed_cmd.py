@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gem_app.utils.files import atomic_path
-from gem_app.cli._progress import counting_callback, progress_bar
-from gem_app.io.encoder import embed_texts
+from gem_app.cli.progress import counting_callback, progress_bar
 from gem_app.io.corpus import load_corpus
+from gem_app.io.encoder import embed_texts
+from gem_app.utils.files import atomic_path
 
 
 def register(sub) -> None:

@@ -13,7 +13,10 @@ from gem_app.cli.mix_cmd import (
     format_table,
     mixture_from_args,
 )
-from gem_app.export.document import FORMATS, load_saved_mixture, read_mixture, write_mixture
+from gem_app.cli.progress import counting_callback, progress_bar
+from gem_app.export.document import read_mixture
+from gem_app.export.formats import FORMATS, write_mixture
+from gem_app.export.saved import load_saved_mixture
 from gem_app.export.shards import CONTENTS, SHARD_FORMATS, materialize
 
 
@@ -63,8 +66,6 @@ def run(args) -> int:
     print(format_table(doc))
     print(f"wrote {args.format} mixture to {path}")
     if args.materialize is not None:
-        from gem_app.cli._progress import counting_callback, progress_bar
-
         with progress_bar(None, "materializing", "doc") as bar:
             manifest = materialize(
                 args.dir,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from gem_app.cli._args import add_corpus_arguments
-from gem_app.cli._progress import counting_callback, progress_bar
-from gem_app.taxonomy.labels import cluster_labels
+from gem_app.cli.arguments import add_corpus_arguments
+from gem_app.cli.progress import counting_callback, progress_bar
 from gem_app.storage.runs import fit_corpus
+from gem_app.taxonomy.labels import cluster_labels
 
 
 def register(sub) -> None:

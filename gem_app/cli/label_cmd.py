@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gem_app.storage.runs import load_run
-from gem_app.taxonomy.tree import build_taxonomy
+from gem_app.taxonomy.build import build_taxonomy
 
 
 def register(sub) -> None:

@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import math
 
-from gem_app.export.document import (
-    build_mixture_document,
-    check_export_name,
-    domains_from_run,
-    mix_domains,
-    run_taxonomy,
-    save_mixture,
-)
+from gem_app.export.document import build_mixture_document
+from gem_app.export.domains import domains_from_run, mix_domains, run_taxonomy
+from gem_app.export.saved import check_export_name, save_mixture
+from gem_app.storage.runs import load_run
 
 
 def add_mixing_options(p) -> None:
@@ -105,8 +101,6 @@ def check_mixing_args(args) -> None:
 
 def mixture_from_args(args):
     """Load the run, build its domains and weights; return ``(run, domains, report, doc)``."""
-    from gem_app.storage.runs import load_run
-
     check_mixing_args(args)
     run = load_run(args.dir)
     taxonomy = None

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from gem_app.cli._args import add_corpus_arguments
+from gem_app.cli.arguments import add_corpus_arguments
 from gem_app.storage.runs import fit_corpus
-from gem_app.taxonomy.tree import build_taxonomy
+from gem_app.taxonomy.build import build_taxonomy
 
 #: K of the run's own fit when level 1 is chosen automatically.
 AUTO_RUN_K = 8

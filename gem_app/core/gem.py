@@ -15,13 +15,14 @@ import warnings
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.exceptions import ConvergenceWarning
 
-from gem_app.core import mm
-
-from gem_app.core import model_files
+from gem_app.core import dual, mm, model_files
+from gem_app.core.rows import chunk_rows, compute_dtype, prepare_rows, resolve_device
 from gem_app.core.seeding import spherical_kmeans_plus_plus
 from gem_app.core.sphere import SphereTransform, check_rows, check_sample_weight
+from gem_app.utils.information import entropy
 
 FAST_NEWTON_MAX_K = 64  # the per-iteration Newton step uses the full Hessian up to this K
 
@@ -29,7 +30,7 @@ _INITS = ("k-means++", "random")
 _CONCENTRATIONS = ("tied", "per-cluster")
 
 
-class GEM:
+class GEM(ClusterMixin, BaseEstimator):
     """Geometric Entropy Mixing: a vMF mixture with a mixing-balance (entropy) regularizer.
 
     Parameters
@@ -189,21 +190,21 @@ class GEM:
         self._validate_params(n, d)
         weight = check_sample_weight(sample_weight, n)
         log_prior = self._log_prior()
-        device = mm.resolve_device(self.device, X)
-        dtype = mm.compute_dtype(X)
+        device = resolve_device(self.device, X)
+        dtype = compute_dtype(X)
 
         self.transform_ = SphereTransform(center=self.center, whiten=self.whiten).fit(
             X, sample_weight=weight
         )
-        mean, whitening = self._geometry()
-        rows = mm.prepare_rows(
+        mean, whitening = self.transform_.correction()
+        rows = prepare_rows(
             X,
             weight,
             mean,
             whitening,
             device=device,
             dtype=dtype,
-            chunk_size=mm.chunk_rows(d, self.n_clusters, device),
+            chunk_size=chunk_rows(d, self.n_clusters, device),
         )
         rng = np.random.default_rng(self.random_state)
         best = None
@@ -224,16 +225,6 @@ class GEM:
                 stacklevel=2,
             )
         return self
-
-    def _geometry(self):
-        state = self.transform_.get_state()
-        mean = np.asarray(state["mean_"], dtype=np.float64) if state["center"] else None
-        whitening = state.get("whitening_")
-        whitening = None if whitening is None else np.asarray(whitening, dtype=np.float64)
-        return mean, whitening
-
-    def _params(self) -> mm.Params:
-        return mm.Params(self.mean_directions_, self.concentrations_, np.log(self.prior_))
 
     # ------------------------------------------------------------------ prediction
     def predict_proba(self, X):
@@ -259,15 +250,15 @@ class GEM:
         self._check_fitted()
         X = _check_array(X, n_features=self.n_features_in_)
         n, d = X.shape
-        device = mm.resolve_device(self.device, X)
-        dtype = mm.compute_dtype(X)
-        mean, whitening = self._geometry()
-        size = chunk_size or mm.chunk_rows(d, self.n_clusters, device)
-        scores = mm.ScoreMap(self._params(), device=device, dtype=dtype)
+        device = resolve_device(self.device, X)
+        dtype = compute_dtype(X)
+        mean, whitening = self.transform_.correction()
+        size = chunk_size or chunk_rows(d, self.n_clusters, device)
+        scores = mm.ScoreMap(mm.Params.of_model(self), device=device, dtype=dtype)
         eta = torch.as_tensor(self.dual_, device=device, dtype=dtype)
         for start in range(0, n, size):
             stop = min(start + size, n)
-            rows = mm.prepare_rows(
+            rows = prepare_rows(
                 X[start:stop],
                 np.ones(stop - start),
                 mean,
@@ -276,7 +267,7 @@ class GEM:
                 dtype=dtype,
                 chunk_size=size,
             )
-            q, _ = mm._chunk_q(scores(rows, 0), eta, self.temperature)
+            q, _ = dual.soft_assignments(scores(rows, 0), eta, self.temperature)
             yield slice(start, stop), q
 
     def predict(self, X):
@@ -293,16 +284,16 @@ class GEM:
         """
         self._check_fitted()
         X = _check_array(X, n_features=self.n_features_in_)
-        device = mm.resolve_device(self.device, X)
-        mean, whitening = self._geometry()
-        rows = mm.prepare_rows(
+        device = resolve_device(self.device, X)
+        mean, whitening = self.transform_.correction()
+        rows = prepare_rows(
             X,
             np.ones(X.shape[0]),
             mean,
             whitening,
             device=device,
-            dtype=mm.compute_dtype(X),
-            chunk_size=mm.chunk_rows(X.shape[1], self.n_clusters, device),
+            dtype=compute_dtype(X),
+            chunk_size=chunk_rows(X.shape[1], self.n_clusters, device),
         )
         x = torch.cat([rows.points(j) for j in range(len(rows))])
         return x.to(X.device) if isinstance(X, torch.Tensor) else x.cpu().numpy()
@@ -312,34 +303,6 @@ class GEM:
             raise ValueError("this GEM instance is not fitted yet; call fit first")
 
     # ------------------------------------------------------------------ persistence
-    def get_params(self, deep=True):
-        return {
-            name: getattr(self, name)
-            for name in (
-                "n_clusters",
-                "balance",
-                "temperature",
-                "prior",
-                "max_iter",
-                "tol",
-                "n_init",
-                "init",
-                "concentration",
-                "center",
-                "whiten",
-                "device",
-                "random_state",
-                "callback",
-            )
-        }
-
-    def set_params(self, **params):
-        for key, value in params.items():
-            if key not in self.get_params():
-                raise ValueError(f"unknown parameter {key!r}")
-            setattr(self, key, value)
-        return self
-
     def save(self, path, *, metadata=None):
         """Write ``path/model.safetensors`` and ``path/model.json`` (no pickle), atomically.
 
@@ -379,7 +342,7 @@ class _Run:
         stats = mm.resultant_pass(lambda j: sm(rows, j), rows, None, 1.0, hard=True)
         start = mm.Params(centres, np.ones(K), self.log_prior)
         params, reseeded = self._m_step(stats, start, 0)
-        history = [mm.linear_term(params, stats, self.A) + self.lam * mm.entropy(stats.masses)]
+        history = [mm.linear_term(params, stats, self.A) + self.lam * entropy(stats.masses)]
         eta = np.zeros(K)
         previous = None
         converged = False
@@ -395,7 +358,7 @@ class _Run:
                 est.callback(n_iter, objective)
             if previous is not None:
                 scale = est.tol * max(1.0, abs(objective))
-                gap = mm.duality_gap(stats.masses, used, self.lam)
+                gap = dual.duality_gap(stats.masses, used, self.lam)
                 converged = abs(objective - previous) <= scale and gap <= scale
             previous = objective
             if converged:
@@ -406,7 +369,7 @@ class _Run:
             history.append(
                 mm.linear_term(params, stats, self.A)
                 + self.T * mean_entropy
-                + self.lam * mm.entropy(stats.masses)
+                + self.lam * entropy(stats.masses)
             )
         return {
             "mean_directions": params.mean_directions,
@@ -458,17 +421,17 @@ class _Run:
             )
             objective = self._objective(stats, eta)
             if objective >= floor - slack:
-                at_eta = mm.QStats(stats.masses, stats.second_moments, stats.mean_lse)
-                return eta, stats, objective, mm.newton_step(eta, at_eta, self.T, self.lam)
+                at_eta = dual.QStats(stats.masses, stats.second_moments, stats.mean_lse)
+                return eta, stats, objective, dual.newton_step(eta, at_eta, self.T, self.lam)
         gap_tol = (1e-12 if final else 1e-8) * max(1.0, abs(floor))
-        eta, _, _ = mm.solve_dual(
+        eta, _, _ = dual.solve_dual(
             scores, rows, eta, self.T, self.lam, floor=floor - slack, gap_tol=gap_tol
         )
         stats = mm.resultant_pass(lambda j: scores[j], rows, eta, self.T, labels=final)
         return eta, stats, self._objective(stats, eta), eta
 
     def _objective(self, stats, eta) -> float:
-        return mm.objective(stats.masses, stats.mean_lse, eta, self.T, self.lam)
+        return dual.objective(stats.masses, stats.mean_lse, eta, self.T, self.lam)
 
     def _score_views(self):
         """Views of one preallocated (N, K) score buffer, one per row chunk (no fragmentation)."""

@@ -7,14 +7,13 @@ people reading the file), and free-form ``metadata``. Both are written atomicall
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from gem_app.utils.files import atomic_path, write_json
 from gem_app.core.sphere import SphereTransform
+from gem_app.utils.files import atomic_path, read_versioned_json, write_json
 
 FORMAT_VERSION = 1
 
@@ -76,18 +75,9 @@ def load_model(cls, path):
     for p in (meta_path, tensor_path):
         if not p.is_file():
             raise ValueError(f"{p} is missing: not a saved GEM model folder")
-    try:
-        doc = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{meta_path} is not valid JSON: {exc}") from None
-    if doc.get("format") != "gem-model":
-        raise ValueError(f"{meta_path} is not a GEM model file")
-    version = doc.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ValueError(
-            f"{meta_path} has format_version {version!r}; this GEM Studio reads "
-            f"version {FORMAT_VERSION}"
-        )
+    doc = read_versioned_json(
+        meta_path, kind="gem-model", version=FORMAT_VERSION, what="GEM model file"
+    )
     try:
         t = load_file(str(tensor_path))
     except Exception as exc:  # safetensors raises its own error types

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn.utils.validation import check_is_fitted
 
-from gem_app.core import mm
+from gem_app.core import dual, mm
+from gem_app.core.rows import RowWeights, prepare_rows
 
 __all__ = ["Reassignment", "document_scores", "q_from_scores", "q_step"]
 
@@ -59,17 +61,17 @@ def document_scores(model, X) -> np.ndarray:
     -------
     ndarray of shape (n_documents, n_clusters), float32
     """
-    model._check_fitted()
+    check_is_fitted(model, "mean_directions_")
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[1] != model.n_features_in_:
         raise ValueError(f"X must have shape (n_documents, {model.n_features_in_}), got {X.shape}")
     device = torch.device("cpu")
-    mean, whitening = model._geometry()
-    scores = mm.ScoreMap(model._params(), device=device, dtype=torch.float64)
+    mean, whitening = model.transform_.correction()
+    scores = mm.ScoreMap(mm.Params.of_model(model), device=device, dtype=torch.float64)
     out = np.empty((X.shape[0], model.n_clusters), dtype=np.float32)
     for start in range(0, X.shape[0], _CHUNK_ROWS):
         stop = min(start + _CHUNK_ROWS, X.shape[0])
-        rows = mm.prepare_rows(
+        rows = prepare_rows(
             np.asarray(X[start:stop], dtype=np.float64),
             np.ones(stop - start),
             mean,
@@ -141,19 +143,19 @@ def q_from_scores(
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         chunks = [torch.from_numpy(scores[a:b]) for a, b in bounds]
     cpu = torch.device("cpu")
-    rows = mm.RowWeights.from_array(w, bounds, device=cpu, dtype=torch.float32)
+    rows = RowWeights.from_array(w, bounds, device=cpu, dtype=torch.float32)
     if lam == 0.0:
         eta = np.zeros(K)
     else:
         start = np.zeros(K) if dual_start is None else np.asarray(dual_start, dtype=np.float64)
         if start.shape != (K,):
             raise ValueError(f"dual_start must have shape ({K},), got {start.shape}")
-        eta, _, _ = mm.solve_dual(chunks, rows, start, T, lam, floor=-np.inf, gap_tol=1e-11)
+        eta, _, _ = dual.solve_dual(chunks, rows, start, T, lam, floor=-np.inf, gap_tol=1e-11)
     q = np.empty_like(scores)
     masses = np.zeros(K)
     eta_t = torch.as_tensor(eta, dtype=torch.float32)
     for (a, b), chunk, weight in zip(bounds, chunks, rows.weight_c, strict=True):
-        q_chunk, _ = mm._chunk_q(chunk, eta_t, T)
+        q_chunk, _ = dual.soft_assignments(chunk, eta_t, T)
         q[a:b] = q_chunk.numpy()
         masses += (weight @ q_chunk).double().numpy()
     masses /= w.sum()

@@ -361,6 +361,14 @@ class SphereTransform(BaseEstimator):
         """``fit(X, sample_weight).transform(X)``."""
         return self.fit(X, sample_weight=sample_weight).transform(X)
 
+    def correction(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """``(m, L)``: the mean resultant removed (None without centring), shape (d,), and the
+        whitening map (None without whitening), shape (d, d); float64."""
+        self._check_fitted()
+        mean = np.asarray(self.mean_, dtype=np.float64) if self.center else None
+        whitening = None if self.whitening_ is None else np.asarray(self.whitening_, np.float64)
+        return mean, whitening
+
     # ------------------------------------------------------------------ persistence
     def get_state(self) -> dict:
         """Parameters and fitted attributes as plain Python / numpy values."""

@@ -18,7 +18,7 @@ from gem_app.core.seeding import spherical_kmeans_plus_plus
 from gem_app.core.sphere import SphereTransform, check_rows, check_sample_weight
 from gem_app.core.vmf import log_normalizer, solve_kappa
 
-__all__ = ["VMFMixture", "fit_vmf_to_labels", "vmf_log_likelihood"]
+__all__ = ["VMFMixture", "check_matrix", "fit_vmf_to_labels", "vmf_log_likelihood"]
 
 _CONCENTRATIONS = ("tied", "per-cluster")
 _DEAD_MASS = 1e-10  # a cluster whose share of the mass falls below this has collapsed
@@ -208,7 +208,7 @@ class VMFMixture:
         -------
         self
         """
-        X = _check_matrix(X)
+        X = check_matrix(X)
         n, d = X.shape
         self._validate_params(n, d)
         weight = check_sample_weight(sample_weight, n)
@@ -280,7 +280,7 @@ class VMFMixture:
 
     def _points(self, X) -> np.ndarray:
         self._check_fitted()
-        X = _check_matrix(X)
+        X = check_matrix(X)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"X has {X.shape[1]} features, the mixture was fitted on {self.n_features_in_}"
@@ -308,7 +308,9 @@ class VMFMixture:
         return logsumexp(self._scores(X), axis=1)
 
 
-def _check_matrix(X) -> np.ndarray:
+def check_matrix(X) -> np.ndarray:
+    """X as a 2-D numeric numpy array whose rows can all be put on the sphere (ValueError naming
+    the bad rows otherwise)."""
     X = np.asarray(X)
     if X.ndim != 2 or X.dtype.kind not in "biuf":
         raise ValueError(f"X must be a 2-D numeric array, got shape {X.shape} and dtype {X.dtype}")

@@ -11,9 +11,8 @@
   number of clusters is not controllable and HDBSCAN's outliers keep the label ``-1``;
 
 and returns a :class:`BaselineResult` with hard labels and, where the method has them,
-soft assignments. :func:`fit_vmf_to_labels` and :func:`vmf_log_likelihood` turn any hard
-clustering into a vMF mixture (held-out likelihoods); :func:`cluster_balance` and
-:func:`seed_stability` are the balance and stability measures of bench/quality.py.
+soft assignments. :func:`cluster_balance` and :func:`seed_stability` are the balance and
+stability measures of bench/quality.py.
 """
 
 from __future__ import annotations
@@ -26,26 +25,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
 from gem_app.core.sphere import check_sample_weight
-from gem_app.core.vmf_em import (
-    VMFMixture,
-    _check_matrix,
-    fit_vmf_to_labels,
-    vmf_log_likelihood,
-)
+from gem_app.core.vmf_em import VMFMixture, check_matrix
+from gem_app.utils.information import entropy
+from gem_app.utils.optional import require_faiss, require_hdbscan, require_umap
+from gem_app.utils.validation import check_int
 
-__all__ = [
-    "BASELINES",
-    "BaselineResult",
-    "VMFMixture",
-    "cluster_balance",
-    "fit_vmf_to_labels",
-    "run_baseline",
-    "seed_stability",
-    "vmf_log_likelihood",
-]
+__all__ = ["BASELINES", "BaselineResult", "cluster_balance", "run_baseline", "seed_stability"]
 
 
 @dataclass
@@ -85,20 +74,13 @@ def _seed(random_state) -> int:
 
 
 def _run_kmeans(X, n_clusters, weight, random_state, **params):
-    from sklearn.cluster import KMeans
-
     model = KMeans(n_clusters=n_clusters, random_state=_seed(random_state), **params)
     labels = model.fit_predict(np.asarray(X, dtype=np.float32), sample_weight=weight)
     return labels, None, model
 
 
 def _run_spherical_kmeans(X, n_clusters, weight, random_state, *, niter=25, **params):
-    try:
-        import faiss
-    except ImportError as exc:  # pragma: no cover - faiss is installed with the dev extra
-        raise ImportError(
-            "the 'spherical-kmeans' baseline needs faiss: pip install faiss-cpu"
-        ) from exc
+    faiss = require_faiss()
     units = np.ascontiguousarray(X / np.linalg.norm(X, axis=1, keepdims=True), dtype=np.float32)
     params = {"min_points_per_centroid": 1, "max_points_per_centroid": len(units), **params}
     model = faiss.Kmeans(
@@ -118,11 +100,7 @@ def _run_vmf_em(X, n_clusters, weight, random_state, **params):
 def _run_bertopic(
     X, n_clusters, weight, random_state, *, min_cluster_size=10, n_neighbors=15, **params
 ):
-    try:
-        import hdbscan
-        import umap
-    except ImportError as exc:  # pragma: no cover - both are dependencies
-        raise ImportError("the 'bertopic' baseline needs umap-learn and hdbscan") from exc
+    umap, hdbscan = require_umap(), require_hdbscan()
     reducer = umap.UMAP(
         n_components=5,
         n_neighbors=min(n_neighbors, len(X) - 1),
@@ -171,13 +149,8 @@ def run_baseline(
     """
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
-    X = _check_matrix(X)
-    if (
-        not isinstance(n_clusters, numbers.Integral)
-        or isinstance(n_clusters, bool)
-        or n_clusters < 1
-    ):
-        raise ValueError(f"n_clusters must be a positive integer, got {n_clusters!r}")
+    X = check_matrix(X)
+    check_int(n_clusters, "n_clusters", minimum=1)
     if n_clusters > len(X):
         raise ValueError(f"n_clusters={n_clusters} is larger than the {len(X)} rows of X")
     weight = None if sample_weight is None else check_sample_weight(sample_weight, len(X))
@@ -215,9 +188,8 @@ def cluster_balance(labels, weights=None, n_clusters=None) -> dict:
     found = int((masses > 0).sum())
     k = max(found, n_clusters or 0)
     rho = masses[masses > 0] / masses.sum() if found else masses
-    entropy = float(-(rho * np.log(rho)).sum())
     return {
-        "balance": float(entropy / np.log(k)) if k > 1 else 1.0,
+        "balance": float(entropy(rho) / np.log(k)) if k > 1 else 1.0,
         "largest_share": float(masses.max() / total) if found else 0.0,
         "outlier_share": float(w[~inlier].sum() / total),
         "n_clusters_found": found,

@@ -19,7 +19,7 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 from sklearn import metrics
 
-__all__ = ["MISSING", "ComparisonResult", "compare_labels"]
+__all__ = ["MISSING", "ComparisonResult", "compare_labels", "contingency_table", "top_categories"]
 
 MISSING = "(missing)"
 
@@ -196,6 +196,42 @@ def _contingency(
         columns=pd.Index(cluster_ids, name="cluster"),
     )
     return table if weights is not None else table.astype(np.int64)
+
+
+def contingency_table(human, groups, weights=None) -> pd.DataFrame:
+    """Human categories x groups (clusters, leaves, domains): summed ``weights`` per cell.
+
+    Parameters
+    ----------
+    human : array-like of shape (N,)
+        Categories (missing values become :data:`MISSING`, listed last).
+    groups : array-like of shape (N,)
+        Group of each document (integers or strings).
+    weights : array-like of shape (N,), optional
+        Masses (tokens); document counts when None.
+
+    Returns
+    -------
+    DataFrame of shape (n_categories, n_groups), index ``category``, columns the sorted groups.
+    """
+    groups = np.asarray(groups)
+    return _contingency(_human_categories(human), groups, _weights(weights, len(groups)))
+
+
+def top_categories(column: pd.Series, top: int = 3) -> list[list]:
+    """The ``top`` categories of one group (a column of :func:`contingency_table`) by share.
+
+    Returns
+    -------
+    list of [category (str), share of the group's total (float)], largest share first, ties
+    by category name; empty when the group has no mass.
+    """
+    total = float(column.sum())
+    if total <= 0:
+        return []
+    shares = column[column > 0] / total
+    ranked = sorted(shares.items(), key=lambda item: (-item[1], str(item[0])))
+    return [[str(category), float(share)] for category, share in ranked[:top]]
 
 
 def _purity(table: np.ndarray) -> tuple[float, float]:

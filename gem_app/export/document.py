@@ -13,79 +13,49 @@ Typical use::
     domains = domains_from_run(run, run_taxonomy(run))      # taxonomy leaves, or clusters
     report = mix_domains(domains, temperature=2.0, exclude=["3"], boost={"2": 1.5})
     doc = build_mixture_document(run, report, domains=domains)
-    write_mixture(doc, "mix.json")                           # canonical
+    write_mixture(doc, "mix.json")                           # canonical (export.formats)
     write_mixture(doc, "mix.yaml", format="olmo", path_template="s3://b/{domain}/*.npy")
-    materialize(run, doc, "shards/", format="parquet", content="text")
+    materialize(run, doc, "shards/", format="parquet", content="text")   # export.shards
 
-Training-stack formats live in :mod:`gem_app.export.formats`, shards in
-:mod:`gem_app.export.shards`.
+Domains come from :mod:`gem_app.export.domains`, training-stack formats and
+:func:`~gem_app.export.formats.write_mixture` from :mod:`gem_app.export.formats`, shards from
+:mod:`gem_app.export.shards`, mixtures saved in the workspace from :mod:`gem_app.export.saved`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import math
-import os
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 
-from gem_app.export.domains import (
-    TAXONOMY_FILE,
-    Domain,
-    DomainSet,
-    domain_slug,
-    domains_from_run,
-    mix_domains,
-    run_taxonomy,
-)
+from gem_app.export.domains import DomainSet, domains_from_run
+from gem_app.storage.runs import ASSIGNMENTS
+from gem_app.taxonomy.tree import TAXONOMY_FILE
+from gem_app.utils.files import file_sha256, read_json
+from gem_app.version import __version__
 
 __all__ = [
+    "SCHEMA_PATH",
     "SCHEMA_VERSION",
-    "FORMATS",
-    "Domain",
-    "DomainSet",
-    "domain_slug",
-    "run_taxonomy",
-    "domains_from_run",
-    "mix_domains",
-    "mixture_document",
     "build_mixture_document",
-    "validate_mixture_document",
+    "mixture_document",
     "read_mixture",
-    "render_mixture",
-    "write_mixture",
     "training_domains",
-    "check_export_name",
-    "save_mixture",
-    "load_saved_mixture",
-    "materialize",
-    "materialize_batches",
+    "validate_mixture_document",
 ]
 
 #: The schema version this build writes and the newest it reads.
 SCHEMA_VERSION = 1
-#: Output formats of :func:`write_mixture`.
-FORMATS = ("gem", "doremi", "regmix", "megatron", "olmo", "hf", "weborganizer")
 SCHEMA_PATH = Path(__file__).resolve().parent / "mixture.schema.json"
-MIXTURE_FILE = "mixture.json"
-ASSIGNMENTS_FILE = "assignments.parquet"
 
 
 # ----------------------------------------------------------------------------- the document
-def file_sha256(path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _number(value) -> float | None:
     if value is None:
         return None
@@ -119,8 +89,6 @@ def mixture_document(
     dict
         A valid mixture document.
     """
-    from gem_app import __version__
-
     n = len(domains)
     if report.weights.shape != (n,):
         raise ValueError(
@@ -201,7 +169,7 @@ def build_mixture_document(
     model = run.model
     seed = model.random_state
     folder = Path(run.folder).resolve()
-    assignments_path = folder / ASSIGNMENTS_FILE
+    assignments_path = folder / ASSIGNMENTS
     taxonomy_path = folder / TAXONOMY_FILE if domains.source == "taxonomy" else None
     has_taxonomy = taxonomy_path is not None and taxonomy_path.is_file()
     source = meta.get("data")
@@ -243,8 +211,6 @@ def build_mixture_document(
 
 @lru_cache(maxsize=1)
 def _validator():
-    import jsonschema
-
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     return jsonschema.Draft202012Validator(schema)
 
@@ -302,17 +268,9 @@ def validate_mixture_document(doc) -> dict:
     return dict(doc)
 
 
-def _refuse_constant(name: str):
-    raise ValueError(f"a mixture document may not contain {name}")
-
-
 def read_mixture(path) -> dict:
     """Read and validate a canonical mixture JSON file (see :func:`validate_mixture_document`)."""
-    text = Path(path).read_text(encoding="utf-8")
-    try:
-        doc = json.loads(text, parse_constant=_refuse_constant)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+    doc = read_json(path, what="mixture document (JSON)")
     try:
         return validate_mixture_document(doc)
     except ValueError as exc:
@@ -322,95 +280,3 @@ def read_mixture(path) -> dict:
 def training_domains(doc: Mapping) -> list[dict]:
     """The domains that are trained on (weight > 0), in domain order."""
     return [d for d in doc["domains"] if d["weight"] > 0]
-
-
-# ----------------------------------------------------------------------------- writing
-def render_mixture(doc: Mapping, format: str = "gem", **options) -> str:
-    """The text of ``doc`` in one of :data:`FORMATS` (see :mod:`gem_app.export.formats`).
-
-    Options: ``path_template`` (Megatron, OLMo, HF; ``{domain}`` is replaced by the domain
-    name) and ``eval_weights`` (DoReMi / RegMix evaluation weights: ``"natural"``,
-    ``"train"`` or ``"uniform"``).
-    """
-    from gem_app.export.formats import render
-
-    return render(validate_mixture_document(doc), format, **options)
-
-
-def write_mixture(doc: Mapping, path, format: str = "gem", **options) -> Path:
-    """Validate ``doc`` and write it to ``path`` in ``format``, atomically; return the path."""
-    from gem_app.utils.files import atomic_open
-
-    text = render_mixture(doc, format, **options)
-    path = Path(path)
-    with atomic_open(path, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    return path
-
-
-def check_export_name(name: str) -> str:
-    """A workspace name for a mixture: no path separators, ``..``, leading dot or absolute path."""
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"mixture name must be a non-empty string, got {name!r}")
-    if (
-        "/" in name
-        or "\\" in name
-        or ".." in name
-        or name.startswith(".")
-        or os.path.isabs(name)
-        or name != name.strip()
-        or any(ord(ch) < 32 for ch in name)
-    ):
-        raise ValueError(
-            f"mixture name {name!r} points outside the workspace: use a plain name without "
-            "path separators, '..' or a leading '.'"
-        )
-    return name
-
-
-def save_mixture(doc: Mapping, name: str, workspace=None):
-    """Store ``doc`` as ``mixtures/<name>/mixture.json`` in the workspace; return its RunInfo."""
-    from gem_app.storage.workspace import Workspace
-
-    check_export_name(name)
-    doc = validate_mixture_document(doc)
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
-    text = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    mixing = doc["mixing"]
-    parameters = {
-        "tau": mixing["tau"],
-        "beta": mixing["beta"],
-        "max_epochs": mixing["max_epochs"],
-        "budget": mixing["budget"],
-        "domains": len(doc["domains"]),
-        "corpus": doc["corpus"]["name"],
-    }
-    return ws.save("mixtures", name, {MIXTURE_FILE: text.encode("utf-8")}, parameters)
-
-
-def load_saved_mixture(name: str, workspace=None) -> dict:
-    """Read back (checksums verified, schema validated) a mixture saved with :func:`save_mixture`."""
-    from gem_app.storage.workspace import Workspace
-
-    check_export_name(name)
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
-    return read_mixture(ws.load("mixtures", name).file(MIXTURE_FILE))
-
-
-# ----------------------------------------------------------------------------- shards
-def materialize(run, doc: Mapping, out_dir, **options) -> dict:
-    """Write one shard per domain so the mixture can be trained on directly.
-
-    See :func:`gem_app.export.shards.materialize` (options: ``format="parquet" | "jsonl"``,
-    ``content="ids" | "text"``, ``batch_size``, ``include_excluded``).
-    """
-    from gem_app.export.shards import materialize as _materialize
-
-    return _materialize(run, doc, out_dir, **options)
-
-
-def materialize_batches(doc: Mapping, batches, out_dir, **options) -> dict:
-    """Shards from a stream of record batches; see :func:`gem_app.export.shards.write_shards`."""
-    from gem_app.export.shards import write_shards
-
-    return write_shards(doc, batches, out_dir, **options)

@@ -17,9 +17,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["Domain", "DomainSet", "domain_slug", "run_taxonomy", "domains_from_run", "mix_domains"]
+from gem_app.core.gis import compute_gis
+from gem_app.evaluate.compare import contingency_table, top_categories
+from gem_app.mixing.weights import MixingReport, mixing_report
+from gem_app.taxonomy.labels import LabelSet, cluster_labels
+from gem_app.taxonomy.tree import TAXONOMY_FILE, Taxonomy
 
-TAXONOMY_FILE = "taxonomy.json"
+__all__ = [
+    "Domain",
+    "DomainSet",
+    "cluster_domains",
+    "domain_slug",
+    "domains_from_run",
+    "mix_domains",
+    "run_taxonomy",
+]
 
 
 @dataclass
@@ -148,37 +160,22 @@ def _slug_width(ids: Iterable[str]) -> int:
 
 
 def run_taxonomy(run):
-    """The run folder's taxonomy (``gem_app.taxonomy.tree.Taxonomy``), or None when it has none.
+    """The run folder's taxonomy (:class:`gem_app.taxonomy.tree.Taxonomy`), or None when it has none.
 
-    ``run`` is a :class:`gem_app.storage.runs.FitRun` or a run folder. None as well when the taxonomy
-    module is not available in this build.
+    ``run`` is a :class:`gem_app.storage.runs.FitRun` or a run folder.
     """
     folder = Path(getattr(run, "folder", run))
     if not (folder / TAXONOMY_FILE).is_file():
         return None
-    try:
-        from gem_app.taxonomy.tree import Taxonomy
-    except ImportError:
-        return None
     return Taxonomy.load(folder)
 
 
-def _top_categories(labels, tokens: np.ndarray, domain_of: np.ndarray, n: int, top: int = 3):
-    """Per domain, the ``top`` human categories by token share: list of [category, share]."""
-    if labels is None:
+def _group_categories(human, tokens: np.ndarray, groups: np.ndarray, n: int, top: int = 3):
+    """Per group 0..n-1, its ``top`` human categories by token share (empty without labels)."""
+    if human is None:
         return [[] for _ in range(n)]
-    frame = pd.DataFrame(
-        {"d": domain_of, "c": pd.Series(labels).astype(str).to_numpy(), "t": tokens}
-    )
-    sums = frame.groupby(["d", "c"], sort=False)["t"].sum()
-    result = [[] for _ in range(n)]
-    for d, group in sums.groupby(level=0, sort=False):
-        total = float(group.sum())
-        if total <= 0:
-            continue
-        best = group.sort_values(ascending=False, kind="stable").head(top)
-        result[int(d)] = [[str(c), float(v / total)] for (_, c), v in best.items()]
-    return result
+    table = contingency_table(human, groups, tokens)
+    return [top_categories(table[g], top) if g in table.columns else [] for g in range(n)]
 
 
 def domains_from_run(run, taxonomy=None, *, n_terms: int = 8) -> DomainSet:
@@ -205,12 +202,7 @@ def domains_from_run(run, taxonomy=None, *, n_terms: int = 8) -> DomainSet:
     human = assignments["label"] if "label" in assignments else None
     if taxonomy is not None:
         return _taxonomy_domains(taxonomy, tokens, human)
-    from gem_app.core.gis import compute_gis
-    from gem_app.taxonomy.labels import cluster_labels
-
     model = run.model
-    n_clusters = int(model.n_clusters)
-    cluster = assignments["cluster"].to_numpy(dtype=np.int64)
     q = run.proba()
     rho = np.asarray(model.cluster_masses_, dtype=np.float64)
     gis = compute_gis(q, rho / rho.sum(), tokens).cluster
@@ -223,9 +215,33 @@ def domains_from_run(run, taxonomy=None, *, n_terms: int = 8) -> DomainSet:
         n_docs=1,
         min_df=1 if len(run.frame) < 50 else 2,
     )
+    return cluster_domains(run, labels, gis)
+
+
+def cluster_domains(run, labels: LabelSet, cluster_gis) -> DomainSet:
+    """The level-1 clusters of a run as domains, from their labels and cluster GIS.
+
+    Parameters
+    ----------
+    run : gem_app.storage.runs.FitRun
+    labels : LabelSet
+        One label per cluster (:func:`gem_app.taxonomy.labels.cluster_labels`).
+    cluster_gis : array-like of shape (K,)
+        ``G_k`` in nats.
+
+    Returns
+    -------
+    DomainSet
+        ``document_domain`` is the run's hard cluster of each document.
+    """
+    assignments = run.assignments
+    tokens = assignments["tokens"].to_numpy(dtype=np.float64)
+    human = assignments["label"] if "label" in assignments else None
+    n_clusters = int(run.model.n_clusters)
+    cluster = assignments["cluster"].to_numpy(dtype=np.int64)
     documents = np.bincount(cluster, minlength=n_clusters)
     cluster_tokens = np.bincount(cluster, weights=tokens, minlength=n_clusters)
-    top = _top_categories(human, tokens, cluster, n_clusters)
+    top = _group_categories(human, tokens, cluster, n_clusters)
     ids = [str(k) for k in range(n_clusters)]
     width = _slug_width(ids)
     domains = [
@@ -238,7 +254,7 @@ def domains_from_run(run, taxonomy=None, *, n_terms: int = 8) -> DomainSet:
             level=1,
             documents=int(documents[k]),
             tokens=int(round(cluster_tokens[k])),
-            gis=float(gis[k]),
+            gis=float(cluster_gis[k]),
             top_categories=top[k],
         )
         for k in range(n_clusters)
@@ -262,7 +278,7 @@ def _taxonomy_domains(taxonomy, tokens: np.ndarray, human) -> DomainSet:
     n = len(leaves)
     documents = np.bincount(document_domain, minlength=n)
     leaf_tokens = np.bincount(document_domain, weights=tokens, minlength=n)
-    computed = _top_categories(human, tokens, document_domain, n)
+    computed = _group_categories(human, tokens, document_domain, n)
     width = _slug_width(position)
     domains = []
     for i, node in enumerate(leaves):
@@ -296,7 +312,7 @@ def mix_domains(
     budget: float | None = None,
     exclude: Iterable = (),
     boost: Mapping | None = None,
-):
+) -> MixingReport:
     """Entropy-temperature weights over the domains (:func:`gem_app.mixing.weights.mixing_report`).
 
     Parameters
@@ -323,8 +339,6 @@ def mix_domains(
     ValueError
         Unknown domain ids, negative or non-finite factors, everything excluded, bad tau.
     """
-    from gem_app.mixing.weights import mixing_report
-
     n = len(domains)
     multipliers = np.ones(n)
     for key, factor in dict(boost or {}).items():

@@ -26,10 +26,21 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import yaml
 
-__all__ = ["FORMAT_WRITERS", "DEFAULT_PATH_TEMPLATE", "render", "expand_path"]
+from gem_app.export.document import training_domains, validate_mixture_document
+from gem_app.utils.files import atomic_open
+
+__all__ = [
+    "DEFAULT_PATH_TEMPLATE",
+    "FORMATS",
+    "FORMAT_WRITERS",
+    "expand_path",
+    "render_mixture",
+    "write_mixture",
+]
 
 DEFAULT_PATH_TEMPLATE = "{domain}"
 _EVAL_CHOICES = ("natural", "train", "uniform")
@@ -47,7 +58,7 @@ def expand_path(template: str, name: str) -> str:
 
 
 def _training(doc: Mapping) -> list[dict]:
-    domains = [d for d in doc["domains"] if d["weight"] > 0]
+    domains = training_domains(doc)
     if not domains:
         raise ValueError("the mixture has no domain with positive weight")
     return domains
@@ -171,17 +182,21 @@ FORMAT_WRITERS: dict[str, Callable[..., str]] = {
 }
 
 
-def render(
-    doc: Mapping, format: str, *, path_template: str | None = None, eval_weights: str = "natural"
+#: Output formats of :func:`write_mixture`.
+FORMATS = tuple(FORMAT_WRITERS)
+
+
+def render_mixture(
+    doc: Mapping, format: str = "gem", *, path_template: str | None = None, eval_weights="natural"
 ) -> str:
-    """Text of a (validated) mixture document in ``format``.
+    """Validate a mixture document and return its text in ``format``.
 
     Parameters
     ----------
     doc : mapping
-        A mixture document (validate it first; :func:`gem_app.export.document.render_mixture` does).
+        A mixture document (:mod:`gem_app.export.document`).
     format : str
-        One of ``gem, doremi, regmix, megatron, olmo, hf, weborganizer``.
+        One of :data:`FORMATS`: ``gem, doremi, regmix, megatron, olmo, hf, weborganizer``.
     path_template : str, optional
         Data path per domain for Megatron, OLMo and HF, with ``{domain}`` for the domain name
         (default ``{domain}``; ``{domain}.parquet`` for HF).
@@ -195,4 +210,18 @@ def render(
         )
     if path_template is not None:
         expand_path(path_template, "domain")  # fail early on a bad template
-    return writer(doc, path_template=path_template, eval_weights=eval_weights)
+    return writer(
+        validate_mixture_document(doc), path_template=path_template, eval_weights=eval_weights
+    )
+
+
+def write_mixture(doc: Mapping, path, format: str = "gem", **options) -> Path:
+    """Validate ``doc`` and write it to ``path`` in ``format``, atomically; return the path.
+
+    Options as :func:`render_mixture` (``path_template``, ``eval_weights``).
+    """
+    text = render_mixture(doc, format, **options)
+    path = Path(path)
+    with atomic_open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return path

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import resource
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -21,7 +22,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from gem_app.utils.files import atomic_path, write_json
+from gem_app.export.document import validate_mixture_document
+from gem_app.export.domains import run_taxonomy
+from gem_app.storage.runs import ASSIGNMENTS, load_run
+from gem_app.taxonomy.tree import TAXONOMY_FILE
+from gem_app.utils.files import atomic_path, file_sha256, write_json
 
 __all__ = ["SHARD_FORMATS", "CONTENTS", "materialize", "write_shards", "run_batches"]
 
@@ -42,10 +47,6 @@ def _check_options(format: str, content: str, batch_size: int) -> None:
 
 
 def _check_open_files(n_shards: int) -> None:
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - not POSIX
-        return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     needed = n_shards + _RESERVED_FILES
     if soft != resource.RLIM_INFINITY and soft < needed:
@@ -167,8 +168,6 @@ def write_shards(
         Bad options, a domain index out of range, missing columns, or shard counts that differ
         from the mixture document (the run changed since the mixture was built).
     """
-    from gem_app.export.document import file_sha256, validate_mixture_document
-
     _check_options(format, content, 1)
     doc = validate_mixture_document(doc)
     domains = doc["domains"]
@@ -280,8 +279,6 @@ def _check_counts(doc: Mapping, shards: dict[int, _Shard], skipped: int) -> None
 # ----------------------------------------------------------------------------- from a run
 def _domain_lookup(doc: Mapping, run_folder: Path, n_rows: int, cluster: np.ndarray | None):
     """Domain index per document of the run (aligned with its assignments)."""
-    from gem_app.export.domains import run_taxonomy
-
     position = {d["id"]: i for i, d in enumerate(doc["domains"])}
     if doc["mixing"]["domain_source"] == "taxonomy":
         taxonomy = run_taxonomy(run_folder)
@@ -299,16 +296,14 @@ def _domain_lookup(doc: Mapping, run_folder: Path, n_rows: int, cluster: np.ndar
 
 
 def _check_same_assignments(doc: Mapping, run_folder: Path) -> None:
-    from gem_app.export.document import file_sha256
-
     expected = doc["assignments"].get("sha256")
-    path = run_folder / "assignments.parquet"
+    path = run_folder / ASSIGNMENTS
     if expected is not None and path.is_file() and file_sha256(path) != expected:
         raise ValueError(
             f"{path} changed since the mixture was built (sha256 differs); rebuild the mixture"
         )
     expected = doc["assignments"].get("taxonomy_sha256")
-    path = run_folder / "taxonomy.json"
+    path = run_folder / TAXONOMY_FILE
     if expected is not None and path.is_file() and file_sha256(path) != expected:
         raise ValueError(
             f"{path} changed since the mixture was built (taxonomy edited); rebuild the mixture"
@@ -326,7 +321,7 @@ def run_batches(run, doc: Mapping, *, content: str = "ids", batch_size: int = 65
         folder = Path(run)
         _check_same_assignments(doc, folder)
         if content == "ids":
-            parquet = pq.ParquetFile(folder / "assignments.parquet")
+            parquet = pq.ParquetFile(folder / ASSIGNMENTS)
             n_rows = parquet.metadata.num_rows
             cluster = parquet.read(columns=["cluster"]).column("cluster").to_numpy()
             domain = _domain_lookup(doc, folder, n_rows, cluster)
@@ -339,8 +334,6 @@ def run_batches(run, doc: Mapping, *, content: str = "ids", batch_size: int = 65
                     yield pa.Table.from_batches([batch]).append_column("domain", pa.array(part))
 
             return stream(), n_rows
-        from gem_app.storage.runs import load_run
-
         run = load_run(folder)
     folder = Path(run.folder)
     _check_same_assignments(doc, folder)
@@ -391,8 +384,6 @@ def materialize(
         See :func:`write_shards`.
     progress : callable(done, total), optional
     """
-    from gem_app.export.document import validate_mixture_document
-
     _check_options(format, content, batch_size)
     doc = validate_mixture_document(doc)
     batches, n_rows = run_batches(run, doc, content=content, batch_size=int(batch_size))

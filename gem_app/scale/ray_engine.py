@@ -17,18 +17,11 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from gem_app.scale.assign import Assigner, ModelSpec, assign_shard
+import torch
+
+from gem_app.scale.assigner import Assigner, ModelSpec, assign_shard
 from gem_app.scale.inputs import Columns, shard_stem
-
-
-def _require_ray():
-    try:
-        import ray
-    except ImportError:  # pragma: no cover - depends on the installation
-        raise ValueError(
-            'the Ray engine needs Ray: pip install "gem-studio[scale]" (or "ray[data]")'
-        ) from None
-    return ray
+from gem_app.utils.optional import require_ray
 
 
 class _ShardActor:
@@ -40,8 +33,6 @@ class _ShardActor:
         self.batch_size = spec.pop("batch_size")
         model = ModelSpec(**spec)
         if model.threads:
-            import torch
-
             torch.set_num_threads(model.threads)  # inside this actor's process only
         self.assigner = Assigner(model)
 
@@ -67,7 +58,7 @@ def run_ray(
     """Run the shards of ``todo`` on Ray; ``on_record(path, record)`` for each one."""
     if not todo:
         return
-    ray = _require_ray()
+    ray = require_ray()
     started_here = not ray.is_initialized()
     if started_here:
         kwargs = {

@@ -17,7 +17,6 @@ The CLI and the app both go through :func:`fit_corpus` and :func:`load_run`.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,11 +25,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gem_app.utils.files import atomic_path
-from gem_app.io.encoder import DEFAULT_MODEL, embed_texts
 from gem_app.core.gem import GEM
-from gem_app.io.corpus import Corpus, load_corpus, load_embeddings
-from gem_app.core.sphere import find_invalid_rows
+from gem_app.io.corpus import Corpus, load_corpus
+from gem_app.io.embeddings import corpus_embeddings
+from gem_app.io.encoder import DEFAULT_MODEL
+from gem_app.utils.files import atomic_path
 
 ASSIGNMENTS = "assignments.parquet"
 EMBEDDINGS = "embeddings.npy"
@@ -65,56 +64,6 @@ class FitRun:
     def proba(self) -> np.ndarray:
         """Soft assignments q of the fitted documents, shape (n_documents, K), float32."""
         return self.model.predict_proba(self.embeddings)
-
-
-def corpus_embeddings(
-    corpus: Corpus,
-    embeddings_path=None,
-    *,
-    cache_dir=None,
-    progress: Callable[[int, int], None] | None = None,
-):
-    """Embeddings of the corpus' valid rows, and the rows the embedding checks reject.
-
-    Given embeddings must have one row per row of the source file (valid and rejected
-    rows alike); the valid rows are picked by their file row numbers. NaN, Inf and
-    zero rows are rejected and listed.
-
-    Returns
-    -------
-    frame : DataFrame (the valid, embeddable documents), X : (n, d) float32,
-    rejected : DataFrame with columns row, id, reason (the new rejections)
-    """
-    frame = corpus.frame.reset_index(drop=True)
-    if embeddings_path is not None:
-        X = load_embeddings(embeddings_path)
-        n_file = len(corpus.frame) + len(corpus.rejected)
-        if X.shape[0] != n_file:
-            raise ValueError(
-                f"{embeddings_path} has {X.shape[0]} rows but {corpus.source} has {n_file} rows; "
-                "the embeddings must have one row per row of the data file, in order"
-            )
-        X = X[corpus.source_rows]
-    else:
-        X = embed_texts(frame["text"].tolist(), cache_dir=cache_dir, progress=progress)
-    invalid = find_invalid_rows(X)
-    keep = np.ones(len(frame), dtype=bool)
-    records = []
-    for i, reason in sorted(invalid.items()):
-        keep[i] = False
-        records.append(
-            {
-                "row": int(corpus.source_rows[i]),
-                "id": frame["id"].iloc[i],
-                "reason": f"embedding {reason}",
-            }
-        )
-    rejected = pd.DataFrame(records, columns=["row", "id", "reason"])
-    return (
-        frame[keep].reset_index(drop=True),
-        np.ascontiguousarray(X[keep], dtype=np.float32),
-        rejected,
-    )
 
 
 def fit_corpus(

@@ -1,28 +1,24 @@
 """Building a :class:`gem_app.taxonomy.tree.Taxonomy` from a fit run (levels, "auto", LLM names).
 
-Use it through :func:`gem_app.taxonomy.tree.build_taxonomy` (re-exported there).
+The tree itself and its edits are :class:`gem_app.taxonomy.tree.Taxonomy`.
 """
 
 from __future__ import annotations
 
 import numbers
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gem_app.taxonomy.labels import ClusterLabel
-from gem_app.taxonomy.split import candidate_ks, choose_k, fit_split, split_bic, split_from_model
-
-if TYPE_CHECKING:  # pragma: no cover
-    from gem_app.taxonomy.tree import Taxonomy
+from gem_app.evaluate.selection import candidate_ks
+from gem_app.taxonomy.labels import ClusterLabel, snippet
+from gem_app.taxonomy.llm_labels import llm_labels
+from gem_app.taxonomy.split import choose_k, fit_split, split_bic, split_from_model
+from gem_app.taxonomy.tree import ROOT, Node, Taxonomy
+from gem_app.utils.validation import is_int
 
 __all__ = ["build_taxonomy"]
 
 LEVEL2_MAX_AUTO_K = 12
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _parse_levels(levels, run_k: int) -> tuple:
@@ -44,7 +40,7 @@ def _parse_levels(levels, run_k: int) -> tuple:
             continue
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             value = int(value)
-        if not _is_int(value):
+        if not is_int(value):
             raise ValueError(f"level {depth}: K must be an integer or 'auto', got {value!r}")
         if value < 2:
             raise ValueError(f"level {depth}: K = {value}; a taxonomy level needs K >= 2")
@@ -93,7 +89,7 @@ def build_taxonomy(
     levels : None, "auto", tuple of (int or "auto"), or str like "8,4"
         ``(K1,)`` or ``(K1, K2)``; None is ``(run K,)``; ``"auto"`` is
         ``("auto", "auto")``. An automatic level takes the K of lowest BIC over
-        :func:`gem_app.taxonomy.split.candidate_ks` (level 2: the sum of the BICs of
+        :func:`gem_app.evaluate.selection.candidate_ks` (level 2: the sum of the BICs of
         the level-1 clusters' fits, K at most 12); the curves are kept in
         ``Taxonomy.k_curves``.
     balance, temperature : float
@@ -116,11 +112,9 @@ def build_taxonomy(
     Taxonomy
         Not yet saved: call ``taxonomy.save(run.folder)``.
     """
-    from gem_app.taxonomy.tree import ROOT, Node, Taxonomy
-
-    if not _is_int(n_terms) or n_terms < 1:
+    if not is_int(n_terms) or n_terms < 1:
         raise ValueError(f"n_terms must be an integer >= 1, got {n_terms!r}")
-    if not _is_int(random_state):
+    if not is_int(random_state):
         raise ValueError(f"random_state must be an integer, got {random_state!r}")
     run_k = int(run.model.n_clusters)
     levels = _parse_levels(levels, run_k)
@@ -231,10 +225,6 @@ def _choose_level2(X, weights, groups, max_k, fit_params, notes):
 
 
 def _name_with_llm(taxonomy, ctx, options: dict) -> None:
-    from gem_app.taxonomy.labels import _snippet
-    from gem_app.taxonomy.llm_labels import llm_labels
-    from gem_app.taxonomy.tree import ROOT
-
     nodes = [n for n in taxonomy.walk() if n.id != ROOT]
     clusters = [
         ClusterLabel(
@@ -242,9 +232,7 @@ def _name_with_llm(taxonomy, ctx, options: dict) -> None:
             label=n.label,
             terms=list(n.terms),
             term_scores=list(n.term_scores),
-            documents=[
-                {"row": r, "score": 0.0, "text": _snippet(ctx.texts[r])} for r in n.examples
-            ],
+            documents=[{"row": r, "score": 0.0, "text": snippet(ctx.texts[r])} for r in n.examples],
             mass=n.mass,
             gis_label=n.gis_label,
         )

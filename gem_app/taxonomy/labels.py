@@ -11,8 +11,7 @@ When the texts yield no vocabulary at all (every text empty after stop words, or
 ``min_df``/``max_df`` prune every term), the result is still valid: every cluster has
 no terms, the label ``"cluster k"``, and ``LabelSet.note`` says why.
 
-The optional LLM labeller lives in :mod:`gem_app.taxonomy.llm_labels`; ``llm_labels`` and
-``LLMLabelResult`` are re-exported here for compatibility.
+The optional LLM labeller lives in :mod:`gem_app.taxonomy.llm_labels`.
 """
 
 from __future__ import annotations
@@ -30,13 +29,12 @@ from gem_app.core.gis import QInput, cluster_masses, compute_gis, iter_assignmen
 
 __all__ = [
     "ClusterLabel",
-    "LLMLabelResult",
     "LabelSet",
     "build_vocabulary",
     "cluster_labels",
-    "llm_labels",
     "representative_documents",
     "select_terms",
+    "snippet",
 ]
 
 SNIPPET_CHARS = 240
@@ -319,7 +317,7 @@ def representative_documents(
     return best_rows.astype(np.int64), best_scores
 
 
-def _snippet(text: str) -> str:
+def snippet(text: str) -> str:
     text = re.sub(r"\s+", " ", text).strip()
     return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1].rstrip() + "…"
 
@@ -395,7 +393,7 @@ def cluster_labels(
         chosen_terms = [str(terms[t]) for t in chosen]
         label = ", ".join(chosen_terms[:3]) or f"cluster {k}"
         documents = [
-            {"row": int(r), "score": float(s), "text": _snippet(texts[r])}
+            {"row": int(r), "score": float(s), "text": snippet(texts[r])}
             for r, s in zip(rows[k], doc_scores[k], strict=True)
         ]
         labels.append(
@@ -413,7 +411,3 @@ def cluster_labels(
     return LabelSet(
         clusters=labels, vocabulary_size=int(terms.size), note=note, parameters=parameters
     )
-
-
-# Re-exported for compatibility; imported last (gem_app.taxonomy.llm_labels does not import this module).
-from gem_app.taxonomy.llm_labels import LLMLabelResult, llm_labels  # noqa: E402

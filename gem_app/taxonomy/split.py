@@ -1,17 +1,8 @@
-"""The maths under :mod:`gem_app.taxonomy.tree`: GEM fits of one split, node statistics, BIC.
+"""The maths under :mod:`gem_app.taxonomy.tree`: GEM fits of one split and node statistics.
 
 A *split* is one GEM fit on the documents of a node (the whole corpus for level 1),
-giving the node's children. Everything here is pure computation on arrays.
-
-Choosing K ("auto"): for every candidate K a GEM fit is scored by the Bayesian
-information criterion of the vMF mixture it defines (mixing weights ``rho``)::
-
-    BIC(K) = -2 sum_i w_i log sum_k rho_k f_k(x_i) + p(K) log n,
-    w_i = n a_i / A,   p(K) = K (d - 1) + (1 if tied else K) + (K - 1),
-
-on the corrected points ``x_i`` (lower is better). BIC is used rather than a held-out
-objective because the GEM objective keeps rising with K on held-out data when d is
-large, whereas the parameter penalty gives a curve with a minimum.
+giving the node's children. Everything here is pure computation on arrays. Choosing K
+("auto") scores every candidate fit by its BIC (:mod:`gem_app.evaluate.selection`).
 """
 
 from __future__ import annotations
@@ -19,24 +10,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import logsumexp
 
 from gem_app.core.gem import GEM
-from gem_app.core.vmf import log_normalizer, solve_kappa
+from gem_app.core.vmf import solve_kappa
+from gem_app.evaluate.selection import gem_bic
 
 __all__ = [
     "SplitFit",
-    "candidate_ks",
     "choose_k",
     "fit_split",
-    "mixture_bic",
     "resultant_concentration",
     "soft_resultants",
+    "split_bic",
     "split_from_model",
 ]
-
-#: The K values "auto" may consider (capped by the number of documents and max_k).
-K_GRID = (2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 96, 128, 192, 256)
 
 
 @dataclass
@@ -133,58 +120,9 @@ def resultant_concentration(resultant, mass) -> np.ndarray:
     return solve_kappa(d, np.clip(rbar, 0.0, 1.0))
 
 
-def n_parameters(n_clusters: int, n_features: int, tied: bool) -> int:
-    """Free parameters of a K-component vMF mixture on ``S^{d-1}``."""
-    kappas = 1 if tied else n_clusters
-    return n_clusters * (n_features - 1) + kappas + (n_clusters - 1)
-
-
-def mixture_bic(points, weights, mean_directions, concentrations, masses, *, tied: bool) -> float:
-    """BIC of the vMF mixture (see the module docstring); lower is better.
-
-    Parameters
-    ----------
-    points : ndarray of shape (n, d), unit rows
-    weights : ndarray of shape (n,)
-    mean_directions : ndarray of shape (K, d)
-    concentrations : ndarray of shape (K,)
-    masses : ndarray of shape (K,)
-        Mixing weights ``rho`` (renormalised; empty components get 1e-300).
-    tied : bool
-        One shared kappa (counts one parameter) or one per cluster.
-    """
-    points = np.asarray(points, dtype=np.float64)
-    n, d = points.shape
-    mu = np.asarray(mean_directions, dtype=np.float64)
-    kappa = np.asarray(concentrations, dtype=np.float64)
-    rho = np.maximum(np.asarray(masses, dtype=np.float64), 1e-300)
-    rho = rho / rho.sum()
-    w = np.asarray(weights, dtype=np.float64)
-    w = w * (n / w.sum())
-    log_density = np.log(rho) + log_normalizer(d, kappa) + (points @ mu.T) * kappa
-    log_likelihood = float(w @ logsumexp(log_density, axis=1))
-    return -2.0 * log_likelihood + n_parameters(mu.shape[0], d, tied) * np.log(n)
-
-
 def split_bic(split: SplitFit, weights) -> float:
-    """:func:`mixture_bic` of a fitted split."""
-    model = split.model
-    return mixture_bic(
-        split.points,
-        weights,
-        model.mean_directions_,
-        model.concentrations_,
-        model.cluster_masses_,
-        tied=model.concentration == "tied",
-    )
-
-
-def candidate_ks(n_documents: int, max_k: int) -> list[int]:
-    """The grid ``K_GRID`` restricted to ``2 <= K <= min(max_k, n_documents)``."""
-    if max_k < 2:
-        raise ValueError(f"max_auto_k must be >= 2, got {max_k}")
-    top = min(max_k, n_documents)
-    return [k for k in K_GRID if k <= top]
+    """:func:`gem_app.evaluate.selection.gem_bic` of a fitted split."""
+    return gem_bic(split.model, split.points, weights)
 
 
 def choose_k(X, weights, candidates, *, fitted=None, **gem_params):

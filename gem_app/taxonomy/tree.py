@@ -33,9 +33,6 @@ and current nodes, the edit log, resultants) and ``taxonomy_assignments.parquet`
 from __future__ import annotations
 
 import copy
-import json
-import numbers
-from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -44,10 +41,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from gem_app.utils.files import write_json
 from gem_app.core.gis import cluster_masses, compute_gis
+from gem_app.evaluate.compare import contingency_table, top_categories
+from gem_app.storage.runs import load_run, write_parquet
 from gem_app.taxonomy.labels import build_vocabulary, representative_documents, select_terms
 from gem_app.taxonomy.split import SplitFit, fit_split, resultant_concentration, soft_resultants
+from gem_app.utils.files import read_versioned_json, write_json
+from gem_app.utils.validation import is_int
 
 __all__ = [
     "ASSIGNMENTS_FILE",
@@ -56,7 +56,6 @@ __all__ = [
     "Node",
     "TAXONOMY_FILE",
     "Taxonomy",
-    "build_taxonomy",
 ]
 
 FORMAT_VERSION = 1
@@ -338,7 +337,7 @@ class Taxonomy:
     def _split(self, edit) -> list[str]:
         node = self._edited_node(edit)
         n = edit.get("n")
-        if not _is_int(n) or n < 2:
+        if not is_int(n) or n < 2:
             raise ValueError(f"split of node {node.id!r} needs 'n' >= 2 clusters, got {n!r}")
         if node.id == ROOT:
             raise ValueError("the root cannot be split; build a new taxonomy with other levels")
@@ -348,7 +347,7 @@ class Taxonomy:
                 f"{node.documents} documents"
             )
         seed = edit.setdefault("seed", self.parameters.get("random_state", 0))
-        if not _is_int(seed):
+        if not is_int(seed):
             raise ValueError(f"split of node {node.id!r}: 'seed' must be an integer, got {seed!r}")
         ctx = self._ensure_context()
         rows = self.documents_of(node.id)
@@ -426,8 +425,6 @@ class Taxonomy:
             if self._run is None:
                 if self.folder is None:
                     raise ValueError("a split needs the run: pass run= (no run folder is known)")
-                from gem_app.storage.runs import load_run
-
                 self._run = load_run(self.folder)
             if len(self._run.frame) != len(self.document_leaf):
                 raise ValueError(
@@ -486,34 +483,30 @@ class Taxonomy:
         """documents, tokens, mass and top_categories of every node from ``document_leaf``."""
         frame = pd.DataFrame({"leaf": self.document_leaf, "tokens": self._tokens})
         per_leaf = frame.groupby("leaf", sort=False)["tokens"].agg(["size", "sum"])
-        cats: dict[str, Counter] = {}
+        table = None
         if self._categories is not None:
-            frame["category"] = pd.Series(self._categories).astype(str).to_numpy()
-            grouped = frame.groupby(["leaf", "category"], sort=False)["tokens"].sum()
-            for (leaf, cat), value in grouped.items():
-                cats.setdefault(leaf, Counter())[cat] += int(value)
+            table = contingency_table(
+                self._categories, self.document_leaf.astype(str), self._tokens
+            )
+        columns: dict[str, pd.Series | None] = {}
         total = float(self._tokens.sum())
         for node in reversed(self.walk()):  # children before parents
             if node.is_leaf:
                 docs = int(per_leaf["size"].get(node.id, 0))
                 tokens = int(per_leaf["sum"].get(node.id, 0))
-                counter = cats.get(node.id, Counter())
+                column = None
+                if table is not None and node.id in table.columns:
+                    column = table[node.id]
             else:
                 kids = [self.nodes[c] for c in node.children]
                 docs, tokens = sum(k.documents for k in kids), sum(k.tokens for k in kids)
-                counter = sum((cats.get(k.id, Counter()) for k in kids), Counter())
-            cats[node.id] = counter
+                parts = [columns[k.id] for k in kids if columns[k.id] is not None]
+                column = sum(parts[1:], parts[0]) if parts else None
+            columns[node.id] = column
             node.documents, node.tokens = docs, tokens
             node.mass = tokens / total if total > 0 else 0.0
             node.top_categories = (
-                [
-                    [cat, value / tokens]
-                    for cat, value in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[
-                        :N_CATEGORIES
-                    ]
-                ]
-                if tokens > 0
-                else []
+                top_categories(column, N_CATEGORIES) if column is not None and tokens > 0 else []
             )
         self.nodes[ROOT].mass = 1.0
 
@@ -541,8 +534,6 @@ class Taxonomy:
 
     def save(self, folder=None) -> Path:
         """Write ``folder/taxonomy.json`` and ``folder/taxonomy_assignments.parquet``."""
-        from gem_app.storage.runs import write_parquet
-
         folder = Path(folder if folder is not None else self.folder)
         folder.mkdir(parents=True, exist_ok=True)
         frame = pd.DataFrame(
@@ -567,12 +558,9 @@ class Taxonomy:
         path = folder / TAXONOMY_FILE
         if not path.is_file() or not (folder / ASSIGNMENTS_FILE).is_file():
             raise ValueError(f"{folder} holds no taxonomy ({TAXONOMY_FILE} and {ASSIGNMENTS_FILE})")
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path} is not valid JSON: {exc}") from None
-        if doc.get("format") != "gem-taxonomy" or doc.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: not a taxonomy file of format_version {FORMAT_VERSION}")
+        doc = read_versioned_json(
+            path, kind="gem-taxonomy", version=FORMAT_VERSION, what="taxonomy file"
+        )
         frame = pd.read_parquet(folder / ASSIGNMENTS_FILE)
         if len(frame) != doc["n_documents"]:
             raise ValueError(
@@ -622,10 +610,6 @@ class Taxonomy:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _interleave(lists) -> list:
     out = []
     for i in range(max((len(x) for x in lists), default=0)):
@@ -645,7 +629,3 @@ def _merged_terms(members, n_terms: int) -> tuple[list[str], list[float]]:
             terms.append(t)
             scores.append(float(s))
     return terms[:n_terms], scores[:n_terms]
-
-
-# Imported last: gem_app.taxonomy.build imports this module only inside its functions.
-from gem_app.taxonomy.build import build_taxonomy  # noqa: E402

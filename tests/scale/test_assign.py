@@ -11,11 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gem_app.scale.assign import MANIFEST, assign
 from gem_app.cli import main
-from gem_app.scale.distill import STUDENT_JSON, Student
 from gem_app.core.gem import GEM
+from gem_app.scale.assign import MANIFEST, assign
 from gem_app.scale.inputs import find_shards, shard_stem
+from gem_app.scale.student import STUDENT_JSON, Student
 
 TOPICS = {
     0: "kernel driver module linux device firmware hardware usb",

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
+SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample_data"
 PARQUET = SAMPLE_DIR / "debian_packages.parquet"
 EMBEDDINGS = SAMPLE_DIR / "embeddings.npy"
 

@@ -8,6 +8,7 @@ import pytest
 
 from gem_app.app import state as app_state
 from gem_app.cli import app_cmd
+from gem_app.evaluate.selection import sweep_k
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def test_fit_is_saved_and_viewed(small_fit):
 
 
 def test_cluster_domains_match_export(small_fit):
-    from gem_app.export.document import domains_from_run
+    from gem_app.export.domains import domains_from_run
 
     ws, _ = small_fit
     view = app_state.fit_view(ws, "small")
@@ -94,7 +95,7 @@ def test_sweep_k_prefers_the_planted_k(small_fit, tmp_path):
     pd.DataFrame({"id": range(n), "text": ["w"] * n}).to_csv(data, index=False)
     emb = tmp_path / "e.npy"
     np.save(emb, (np.eye(6)[topic] * 6 + rng.normal(size=(n, 6))).astype(np.float32))
-    curve = app_state.sweep_k(data, [2, 3, 6], embeddings=emb, random_state=0, device="cpu")
+    curve = sweep_k(data, [2, 3, 6], embeddings=emb, random_state=0, device="cpu")
     assert list(curve["k"]) == [2, 3, 6]
     assert curve.loc[curve["bic"].idxmin(), "k"] == 3
 

@@ -9,11 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from gem_app.scale.assign import assign
-from gem_app.scale.distill import Student
+from gem_app.scale.student import Student
 
 ray = pytest.importorskip("ray")
 
-from test_assign import synthetic_texts, write_shards  # noqa: E402
+from tests.scale.test_assign import synthetic_texts, write_shards  # noqa: E402
 
 
 @pytest.fixture(scope="module")

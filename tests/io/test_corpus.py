@@ -11,7 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gem_app.io.corpus import Corpus, CorpusError, estimate_tokens, load_corpus, load_embeddings
+from gem_app.io.corpus import Corpus, CorpusError, load_corpus
+from gem_app.io.embeddings import load_embeddings
+from gem_app.io.records import estimate_tokens
 
 DOCS = [
     {"id": "d1", "text": "Hello world, this is a document.", "label": "greeting", "n_tok": 7},

@@ -11,9 +11,11 @@ from scipy.optimize import brentq
 from scipy.special import ive, logsumexp
 
 import gem_app.storage.runs as runs_module
+from gem_app.evaluate.selection import mixture_bic
 from gem_app.storage.runs import fit_corpus
-from gem_app.taxonomy.tree import Taxonomy, build_taxonomy
-from gem_app.taxonomy.split import choose_k, mixture_bic, resultant_concentration
+from gem_app.taxonomy.build import build_taxonomy
+from gem_app.taxonomy.split import choose_k, resultant_concentration
+from gem_app.taxonomy.tree import Taxonomy
 
 N_TOPICS, N_SUBS, N_PER, DIM = 4, 2, 30, 16
 

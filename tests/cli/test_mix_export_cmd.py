@@ -13,7 +13,9 @@ import yaml
 
 from gem_app.cli import main
 from gem_app.cli.mix_cmd import parse_boost, parse_exclude
-from gem_app.export.document import FORMATS, domains_from_run, mix_domains, read_mixture
+from gem_app.export.document import read_mixture
+from gem_app.export.domains import domains_from_run, mix_domains
+from gem_app.export.formats import FORMATS
 from gem_app.storage.runs import fit_corpus, load_run
 
 

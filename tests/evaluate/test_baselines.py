@@ -8,18 +8,11 @@ from scipy import stats
 from scipy.special import logsumexp
 from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
 
-from gem_app.evaluate.baselines import (
-    BASELINES,
-    VMFMixture,
-    cluster_balance,
-    fit_vmf_to_labels,
-    run_baseline,
-    seed_stability,
-    vmf_log_likelihood,
-)
 from gem_app.core.gem import GEM
 from gem_app.core.sphere import SphereTransform
 from gem_app.core.vmf import mean_resultant
+from gem_app.core.vmf_em import VMFMixture, fit_vmf_to_labels, vmf_log_likelihood
+from gem_app.evaluate.baselines import BASELINES, cluster_balance, run_baseline, seed_stability
 
 
 def planted(n=300, d=12, shares=(0.25, 0.25, 0.25, 0.25), spread=0.35, offset=2.0, seed=0):

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from sklearn import metrics
 
-from gem_app.evaluate.baselines import BASELINES, run_baseline
 from gem_app.cli import main
 from gem_app.cli.compare_cmd import parse_baselines
+from gem_app.evaluate.baselines import BASELINES, run_baseline
 
 N_PER, K, D = 30, 3, 8
 

@@ -11,19 +11,14 @@ from scipy.optimize import brentq
 from scipy.special import softmax
 from scipy.stats import entropy as scipy_entropy
 
-from gem_app.mixing.weights import (
-    _capped_softmax,
-    entropy,
-    kl_divergence,
-    mixing_report,
-    mixture_weights,
-)
 from gem_app.mixing.strategies import (
     doremi_update,
     excess_losses_from_frame,
     read_excess_losses_csv,
     regmix_candidates,
 )
+from gem_app.mixing.weights import _capped_softmax, mixing_report, mixture_weights
+from gem_app.utils.information import entropy, kl_divergence
 
 
 def _random_shares(rng, k, zeros=0):
@@ -372,13 +367,3 @@ def test_report_records_the_curator_multipliers_with_exclusions_at_zero():
     # the weights use them: w_k proportional to (rho_k m_k)^(1/tau) on the active clusters
     expected = np.array([0.1, 0.5, 0.0, 0.2]) ** 0.5
     np.testing.assert_allclose(report.weights, expected / expected.sum(), rtol=1e-13)
-
-
-def test_strategies_are_still_reachable_from_gem_app_mixing():
-    import gem_app.mixing.weights as mixing
-    import gem_app.mixing.strategies as strategies
-
-    assert mixing.regmix_candidates is strategies.regmix_candidates
-    assert mixing.doremi_update is strategies.doremi_update
-    with pytest.raises(AttributeError, match="no_such_thing"):
-        mixing.no_such_thing  # noqa: B018

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import gem_app.utils.files
 import gem_app.storage.workspace
+import gem_app.utils.files
 from gem_app.storage.workspace import KINDS, Workspace, WorkspaceCorruption
 
 

@@ -15,24 +15,16 @@ import pytest
 import yaml
 
 from gem_app.export.document import (
-    FORMATS,
     SCHEMA_VERSION,
     build_mixture_document,
-    check_export_name,
-    domain_slug,
-    domains_from_run,
-    load_saved_mixture,
-    materialize,
-    materialize_batches,
-    mix_domains,
     read_mixture,
-    render_mixture,
-    save_mixture,
     training_domains,
     validate_mixture_document,
-    write_mixture,
 )
-from gem_app.export.domains import _taxonomy_domains
+from gem_app.export.domains import _taxonomy_domains, domain_slug, domains_from_run, mix_domains
+from gem_app.export.formats import FORMATS, render_mixture, write_mixture
+from gem_app.export.saved import check_export_name, load_saved_mixture, save_mixture
+from gem_app.export.shards import materialize, write_shards
 from gem_app.mixing.weights import mixture_weights
 from gem_app.storage.runs import fit_corpus
 
@@ -435,7 +427,7 @@ def test_materialize_refuses_changed_runs_and_leaves_nothing_behind(run, doc, tm
 
     batch = pa.table({"id": ["x"], "tokens": [3], "domain": [9]})
     with pytest.raises(ValueError, match="domain index 9"):
-        materialize_batches(doc, [batch], tmp_path / "c")
+        write_shards(doc, [batch], tmp_path / "c")
     assert not list((tmp_path / "c").iterdir())
     with pytest.raises(ValueError, match="shard format"):
         materialize(run, doc, tmp_path / "d", format="csv")
@@ -445,7 +437,7 @@ def test_a_saved_taxonomy_gives_leaf_domains_end_to_end(run, tmp_path):
     taxonomy_build = pytest.importorskip("gem_app.taxonomy.build")
     import shutil
 
-    from gem_app.export.document import run_taxonomy
+    from gem_app.export.domains import run_taxonomy
     from gem_app.storage.runs import load_run
 
     shutil.copytree(run.folder, tmp_path / "run")

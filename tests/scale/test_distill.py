@@ -15,10 +15,10 @@ from scipy.stats import entropy
 from sklearn.feature_extraction.text import TfidfTransformer
 
 from gem_app.scale.cascade import agreement, cascade_curve, choose_threshold, mean_kl
-from gem_app.scale.distill import STUDENT_JSON, Student
 from gem_app.scale.hashing import hash_features, inverse_document_frequency, tfidf_weights
+from gem_app.scale.student import STUDENT_JSON, Student
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # ----------------------------------------------------------------------------- features
@@ -162,7 +162,7 @@ def test_save_load_roundtrip_and_version_check(small_student, tmp_path):
         ValueError, match="format_version 0 is not supported.*reads format_version 1"
     ):
         Student.load(tmp_path / "old")
-    with pytest.raises(ValueError, match="not a student folder"):
+    with pytest.raises(ValueError, match="expected a GEM student file"):
         Student.load(tmp_path)
 
 

@@ -173,11 +173,3 @@ def test_bad_inputs():
         cluster_labels(texts, iter([(slice(0, 60), q)]))
     with pytest.raises(ValueError, match="both points and mean_directions"):
         representative_documents(q, np.ones((60, 2)), None)
-
-
-def test_llm_labeller_is_still_importable_from_labels():
-    import gem_app.taxonomy.llm_labels as llm_module
-    from gem_app.taxonomy import labels
-
-    assert labels.llm_labels is llm_module.llm_labels
-    assert labels.LLMLabelResult is llm_module.LLMLabelResult

@@ -17,9 +17,8 @@ from scipy.stats import vonmises_fisher
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import adjusted_mutual_info_score
 
-from gem_app import GEM
-
-from gem_app.core import mm
+from gem_app.core import dual
+from gem_app.core.gem import GEM
 
 # ----------------------------------------------------------------- independent references
 
@@ -213,7 +212,7 @@ def test_dual_solution_maximises_the_q_step():
     def g(eta):
         return T * (a @ logsumexp((S + eta) / T, axis=1)) / a.sum() + lam * logsumexp(-eta / lam)
 
-    eta, stats, _ = mm.solve_dual(
+    eta, stats, _ = dual.solve_dual(
         [torch.tensor(S)],
         rows,
         np.zeros(4),
