@@ -23,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from gem_app.core import dual, mm
 from gem_app.core.rows import RowWeights, prepare_rows
+from gem_app.utils.validation import check_real
 
 __all__ = ["Reassignment", "document_scores", "q_from_scores", "q_step"]
 
@@ -87,15 +88,6 @@ def document_scores(model, X) -> np.ndarray:
     return out
 
 
-def _check_positive(name: str, value, *, allow_zero: bool) -> float:
-    value = float(value)
-    ok = value >= 0 if allow_zero else value > 0
-    if not (np.isfinite(value) and ok):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-    return value
-
-
 def q_from_scores(
     scores: np.ndarray,
     weights=None,
@@ -123,8 +115,8 @@ def q_from_scores(
     -------
     Reassignment
     """
-    T = _check_positive("temperature", temperature, allow_zero=False)
-    lam = _check_positive("balance", balance, allow_zero=True)
+    T = check_real(temperature, "temperature", minimum=0, exclusive_minimum=True)
+    lam = check_real(balance, "balance", minimum=0)
     scores = np.ascontiguousarray(scores, dtype=np.float32)
     if scores.ndim != 2 or scores.shape[0] == 0:
         raise ValueError(

@@ -18,6 +18,7 @@ import pandas as pd
 from scipy.special import logsumexp
 
 from gem_app.mixing.weights import check_vector, epoch_caps, natural_shares
+from gem_app.utils.validation import check_int, check_real
 
 __all__ = [
     "regmix_candidates",
@@ -72,16 +73,13 @@ def regmix_candidates(
         Rows in the simplex; zero where the prior is zero.
     """
     p = natural_shares(prior)
-    if int(n_candidates) != n_candidates or n_candidates < 1:
-        raise ValueError(f"n_candidates must be a positive integer, got {n_candidates}")
-    if not np.isfinite(temperature) or temperature <= 0:
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+    n_candidates = check_int(n_candidates, "n_candidates", minimum=1)
+    check_real(temperature, "temperature", minimum=0, exclusive_minimum=True)
     if not 0 < min_strength <= max_strength or not np.isfinite(max_strength):
         raise ValueError(
             f"need 0 < min_strength <= max_strength, got {min_strength} and {max_strength}"
         )
-    if n_strengths < 1:
-        raise ValueError(f"n_strengths must be >= 1, got {n_strengths}")
+    check_int(n_strengths, "n_strengths", minimum=1)
     support = np.flatnonzero(p > 0)
     if not 0 <= min_weight < 1.0 / support.size:
         raise ValueError(
@@ -90,8 +88,7 @@ def regmix_candidates(
         )
     bound = np.ones(p.size)
     if max_usage is not None:
-        if not np.isfinite(max_usage) or max_usage <= 0:
-            raise ValueError(f"max_usage must be a finite number > 0, got {max_usage}")
+        check_real(max_usage, "max_usage", minimum=0, exclusive_minimum=True)
         if tokens is None:
             if budget is not None:
                 raise ValueError("budget needs tokens (tokens per cluster)")
@@ -158,10 +155,8 @@ def doremi_update(weights, excess_losses, *, step_size: float = 1.0, smoothing: 
     """
     w = natural_shares(weights)
     excess = check_vector(excess_losses, "excess_losses", w.size)
-    if not np.isfinite(step_size) or step_size <= 0:
-        raise ValueError(f"step_size must be a finite number > 0, got {step_size}")
-    if not 0 <= smoothing <= 1:
-        raise ValueError(f"smoothing must be in [0, 1], got {smoothing}")
+    check_real(step_size, "step_size", minimum=0, exclusive_minimum=True)
+    check_real(smoothing, "smoothing", minimum=0, maximum=1)
     with np.errstate(divide="ignore"):
         log_w = np.log(w) + step_size * np.maximum(excess, 0.0)
     log_w -= logsumexp(log_w)

@@ -28,6 +28,7 @@ import pandas as pd
 from scipy.special import logsumexp
 
 from gem_app.utils.information import entropy, kl_divergence
+from gem_app.utils.validation import check_real
 
 __all__ = [
     "MixingReport",
@@ -118,8 +119,8 @@ def epoch_caps(tokens, max_epochs, budget, n_clusters: int) -> tuple[np.ndarray,
     if tokens is None:
         if max_epochs is not None:
             raise ValueError("max_epochs needs tokens (tokens per cluster) to set the caps")
-        if budget is not None and budget <= 0:
-            raise ValueError(f"budget must be > 0, got {budget}")
+        if budget is not None:
+            check_real(budget, "budget", minimum=0, exclusive_minimum=True)
         return np.full(n_clusters, np.inf), budget
     tokens = check_vector(tokens, "tokens", n_clusters)
     negative = np.flatnonzero(tokens < 0)
@@ -128,12 +129,10 @@ def epoch_caps(tokens, max_epochs, budget, n_clusters: int) -> tuple[np.ndarray,
         raise ValueError(f"tokens is negative at cluster {k} (value {tokens[k]})")
     if budget is None:
         budget = float(tokens.sum())
-    if not np.isfinite(budget) or budget <= 0:
-        raise ValueError(f"budget must be a finite number > 0, got {budget}")
+    check_real(budget, "budget", minimum=0, exclusive_minimum=True)
     if max_epochs is None:
         return np.full(n_clusters, np.inf), float(budget)
-    if not np.isfinite(max_epochs) or max_epochs <= 0:
-        raise ValueError(f"max_epochs must be a finite number > 0, got {max_epochs}")
+    check_real(max_epochs, "max_epochs", minimum=0, exclusive_minimum=True)
     return max_epochs * tokens / budget, float(budget)
 
 
@@ -233,10 +232,8 @@ def mixture_weights(
         On bad input (naming the cluster or value), when every cluster is excluded, or when the
         caps are infeasible (``budget > max_epochs * tokens`` of the usable clusters).
     """
-    if not np.isfinite(temperature) or temperature <= 0:
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
-    if not np.isfinite(gis_strength):
-        raise ValueError(f"gis_strength must be finite, got {gis_strength}")
+    check_real(temperature, "temperature", minimum=0, exclusive_minimum=True)
+    check_real(gis_strength, "gis_strength")
     shares = natural_shares(rho)
     n_clusters = shares.size
     m = _cluster_multipliers(multipliers, exclude, n_clusters)

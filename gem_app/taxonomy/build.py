@@ -12,9 +12,10 @@ import numpy as np
 from gem_app.evaluate.selection import candidate_ks
 from gem_app.taxonomy.labels import ClusterLabel, snippet
 from gem_app.taxonomy.llm_labels import llm_labels
+from gem_app.taxonomy.node import ROOT, Node
 from gem_app.taxonomy.split import choose_k, fit_split, split_bic, split_from_model
-from gem_app.taxonomy.tree import ROOT, Node, Taxonomy
-from gem_app.utils.validation import is_int
+from gem_app.taxonomy.tree import Taxonomy
+from gem_app.utils.validation import check_int, is_int
 
 __all__ = ["build_taxonomy"]
 
@@ -112,10 +113,8 @@ def build_taxonomy(
     Taxonomy
         Not yet saved: call ``taxonomy.save(run.folder)``.
     """
-    if not is_int(n_terms) or n_terms < 1:
-        raise ValueError(f"n_terms must be an integer >= 1, got {n_terms!r}")
-    if not is_int(random_state):
-        raise ValueError(f"random_state must be an integer, got {random_state!r}")
+    check_int(n_terms, "n_terms", minimum=1)
+    check_int(random_state, "random_state")
     run_k = int(run.model.n_clusters)
     levels = _parse_levels(levels, run_k)
     gem_params = _gem_params(run, balance, temperature)
@@ -145,7 +144,7 @@ def build_taxonomy(
         folder=run.folder,
     )
     parameters = taxonomy.parameters
-    ctx = taxonomy._ensure_context()
+    ctx = taxonomy.split_context()
     parameters["vocabulary_size"] = int(ctx.terms.size)
     parameters["vocabulary_note"] = ctx.note
     X = run.embeddings
@@ -164,7 +163,7 @@ def build_taxonomy(
     else:
         split = own if own is not None else fit_split(X, weights, levels[0], **fit_params)
     used = [split.n_clusters]
-    level1 = taxonomy._add_split(ROOT, np.arange(n_docs), split)
+    level1 = taxonomy.add_split(ROOT, np.arange(n_docs), split)
 
     # level 2
     notes = []
@@ -186,14 +185,14 @@ def build_taxonomy(
                 except ValueError as exc:
                     notes.append(f"node {nid} kept as a leaf: {exc}")
         for nid, sub in splits.items():
-            taxonomy._add_split(nid, groups[nid], sub)
+            taxonomy.add_split(nid, groups[nid], sub)
         used.append(k2)
-    taxonomy._refresh_counts()
+    taxonomy.refresh_counts()
     parameters["levels"] = used
     parameters["notes"] = notes
     if llm:
         _name_with_llm(taxonomy, ctx, llm if isinstance(llm, dict) else {})
-    taxonomy._base = taxonomy._snapshot()
+    taxonomy.rebase()
     return taxonomy
 
 

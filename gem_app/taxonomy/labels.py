@@ -23,14 +23,14 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import CountVectorizer
 
 from gem_app.core.gis import QInput, cluster_masses, compute_gis, iter_assignment_chunks
+from gem_app.taxonomy.vocabulary import build_vocabulary, check_texts
+from gem_app.utils.validation import check_int, check_real
 
 __all__ = [
     "ClusterLabel",
     "LabelSet",
-    "build_vocabulary",
     "cluster_labels",
     "representative_documents",
     "select_terms",
@@ -101,79 +101,6 @@ class LabelSet:
             "parameters": dict(self.parameters),
             "clusters": [c.to_dict() for c in self.clusters],
         }
-
-
-# ----------------------------------------------------------------------------- vocabulary
-
-
-def _check_df(name: str, value) -> None:
-    if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be an int >= 1 or a float in (0, 1], got {value!r}")
-    if isinstance(value, (int, np.integer)):
-        if value < 1:
-            raise ValueError(f"{name} as a document count must be >= 1, got {value}")
-    elif isinstance(value, (float, np.floating)):
-        if not 0 < value <= 1:
-            raise ValueError(f"{name} as a proportion must be in (0, 1], got {value}")
-    else:
-        raise ValueError(f"{name} must be an int >= 1 or a float in (0, 1], got {value!r}")
-
-
-def _check_texts(texts) -> list[str]:
-    texts = list(texts)
-    for row, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise ValueError(f"text at row {row} is {type(text).__name__}, not str")
-    return texts
-
-
-def build_vocabulary(
-    texts,
-    *,
-    min_df: int | float = 2,
-    max_df: int | float = 0.95,
-    ngram_range: tuple[int, int] = (1, 2),
-    max_features: int | None = 50_000,
-) -> tuple[sp.csr_matrix, np.ndarray, str]:
-    """Binary document-term matrix of unigrams and bigrams, English stop words removed.
-
-    Parameters
-    ----------
-    texts : sequence of str, length N
-    min_df, max_df : int or float
-        Document-frequency bounds as in ``CountVectorizer`` (count, or proportion of N).
-    ngram_range : (int, int)
-    max_features : int or None
-        Keep the most frequent terms only.
-
-    Returns
-    -------
-    presence : csr_matrix of shape (N, V), float64 in {0, 1}
-    terms : ndarray of shape (V,), str
-    note : str
-        Empty, or why the vocabulary is empty (V = 0): every text empty after stop
-        words, or every term pruned by ``min_df``/``max_df``. Never raises for that.
-    """
-    _check_df("min_df", min_df)
-    _check_df("max_df", max_df)
-    if max_features is not None and max_features < 1:
-        raise ValueError(f"max_features must be >= 1 or None, got {max_features}")
-    texts = _check_texts(texts)
-    vectorizer = CountVectorizer(
-        ngram_range=tuple(ngram_range),
-        stop_words="english",
-        min_df=min_df,
-        max_df=max_df,
-        max_features=max_features,
-        binary=True,
-        dtype=np.float64,
-    )
-    try:
-        presence = vectorizer.fit_transform(texts)
-    except ValueError as exc:  # empty vocabulary, or nothing left after pruning
-        empty = sp.csr_matrix((len(texts), 0), dtype=np.float64)
-        return empty, np.array([], dtype=str), f"empty vocabulary ({exc})"
-    return sp.csr_matrix(presence), vectorizer.get_feature_names_out(), ""
 
 
 # ----------------------------------------------------------------------------- term choice
@@ -273,8 +200,7 @@ def representative_documents(
     rows : ndarray of shape (K, min(n_docs, N)), int64, best first
     scores : ndarray of the same shape, float64
     """
-    if n_docs < 1:
-        raise ValueError(f"n_docs must be >= 1, got {n_docs}")
+    check_int(n_docs, "n_docs", minimum=1)
     if (points is None) != (mean_directions is None):
         raise ValueError("give both points and mean_directions, or neither")
     if points is not None:
@@ -368,13 +294,11 @@ def cluster_labels(
         One :class:`ClusterLabel` per cluster; a cluster without positive-GIS terms
         (or an empty vocabulary) is labelled ``"cluster k"``.
     """
-    if not isinstance(n_terms, (int, np.integer)) or n_terms < 1:
-        raise ValueError(f"n_terms must be an int >= 1, got {n_terms!r}")
-    if not 0 <= diversity <= 1:
-        raise ValueError(f"diversity must be in [0, 1], got {diversity}")
+    check_int(n_terms, "n_terms", minimum=1)
+    check_real(diversity, "diversity", minimum=0, maximum=1)
     if isinstance(q, Iterator):
         raise ValueError("q is a one-shot iterator; pass an array, a list or a callable of chunks")
-    texts = _check_texts(texts)
+    texts = check_texts(texts)
     if hasattr(q, "shape") and q.shape[0] != len(texts):
         raise ValueError(f"q has {q.shape[0]} rows but there are {len(texts)} texts")
     presence, terms, note = build_vocabulary(texts, min_df=min_df, max_df=max_df)

@@ -10,12 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from gem_app.core.gem import GEM
 from gem_app.core.vmf import solve_kappa
 from gem_app.evaluate.selection import gem_bic
+from gem_app.taxonomy.vocabulary import build_vocabulary
 
 __all__ = [
+    "SplitContext",
     "SplitFit",
     "choose_k",
     "fit_split",
@@ -155,3 +158,14 @@ def choose_k(X, weights, candidates, *, fitted=None, **gem_params):
         if best is None or curve[k] < curve[best_k]:
             best_k, best = k, split
     return best, curve
+
+
+class SplitContext:
+    """What splits need from the run: embeddings, tokens and the corpus vocabulary."""
+
+    def __init__(self, run, *, min_df, max_df):
+        self.run = run
+        self.X = run.embeddings
+        self.texts = run.frame["text"].tolist()
+        presence, self.terms, self.note = build_vocabulary(self.texts, min_df=min_df, max_df=max_df)
+        self.presence = sp.csr_matrix(presence)

@@ -1,22 +1,9 @@
 """A hierarchical taxonomy: GEM at level 1, GEM inside every level-1 cluster, curator edits.
 
-A :class:`Taxonomy` is a tree of :class:`Node` s over the documents of a fit run
+A :class:`Taxonomy` is a tree of :class:`~gem_app.taxonomy.node.Node` s over the documents of a fit run
 (:mod:`gem_app.storage.runs`) plus an ordered, JSON-able edit log. It is always
-*base tree* (from :func:`build_taxonomy`) + *edits*: replaying the log on the base
+*base tree* (from :func:`gem_app.taxonomy.build.build_taxonomy`) + *edits*: replaying the log on the base
 gives the current tree (:meth:`Taxonomy.replay`).
-
-Node ids: the root is ``"root"``, level-1 cluster ``k`` is ``"k"``, its children
-``"k.j"``. Ids are never re-used: a merge creates the next free index under the parent
-(``"16"`` after ``"0".."15"``), a split creates ``"<node>.<j>"`` with fresh ``j``.
-
-Per node (see :class:`Node`): ``documents`` and ``tokens`` count the documents whose
-leaf is in the node's subtree (hard assignment, ``document_leaf``); ``mass`` is the
-token share of the whole corpus (so leaf masses sum to 1); ``concentration`` is the
-vMF maximum-likelihood ``kappa`` of the node's soft resultant
-``r = sum_i a_i q_ik x_i`` (in the coordinates of the GEM split that created it; with
-``concentration="per-cluster"`` it equals GEM's own kappa); ``gis`` is ``G_k`` of that
-split (:mod:`gem_app.core.gis`), in nats; ``terms`` are the node's top terms by term GIS
-within its parent's split (vocabulary built once for the whole corpus).
 
 Edits (dicts, applied in order by :meth:`Taxonomy.apply`)::
 
@@ -33,7 +20,6 @@ and current nodes, the edit log, resultants) and ``taxonomy_assignments.parquet`
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +30,20 @@ import scipy.sparse as sp
 from gem_app.core.gis import cluster_masses, compute_gis
 from gem_app.evaluate.compare import contingency_table, top_categories
 from gem_app.storage.runs import load_run, write_parquet
-from gem_app.taxonomy.labels import build_vocabulary, representative_documents, select_terms
-from gem_app.taxonomy.split import SplitFit, fit_split, resultant_concentration, soft_resultants
+from gem_app.taxonomy.edits import EDITS
+from gem_app.taxonomy.labels import representative_documents, select_terms
+from gem_app.taxonomy.node import N_CATEGORIES, N_EXAMPLES, ROOT, Node
+from gem_app.taxonomy.split import (
+    SplitContext,
+    SplitFit,
+    resultant_concentration,
+    soft_resultants,
+)
 from gem_app.utils.files import read_versioned_json, write_json
-from gem_app.utils.validation import is_int
 
 __all__ = [
     "ASSIGNMENTS_FILE",
-    "EDIT_OPS",
     "FORMAT_VERSION",
-    "Node",
     "TAXONOMY_FILE",
     "Taxonomy",
 ]
@@ -61,98 +51,6 @@ __all__ = [
 FORMAT_VERSION = 1
 TAXONOMY_FILE = "taxonomy.json"
 ASSIGNMENTS_FILE = "taxonomy_assignments.parquet"
-ROOT = "root"
-EDIT_OPS = ("rename", "merge", "split", "exclude")
-N_CATEGORIES = 5
-N_EXAMPLES = 3
-
-
-@dataclass
-class Node:
-    """One node of the taxonomy.
-
-    Attributes
-    ----------
-    id : str
-        ``"root"``, ``"k"`` (level 1), ``"k.j"`` (level 2), ...
-    parent : str or None
-        None for the root only.
-    level : int
-        0 for the root, 1 for the clusters of the corpus, 2 for the clusters inside them.
-    label : str
-        Display name (GIS label, LLM name or the curator's rename).
-    terms : list of str
-        Top terms by term GIS within the parent's split, best first.
-    documents, tokens : int
-        Documents and tokens of the subtree (hard assignment).
-    mass : float
-        Token share of the whole corpus.
-    concentration : float
-        vMF kappa of the node (see the module docstring).
-    gis : float
-        ``G_k`` of the split the node belongs to, in nats (0 for the root). A merged
-        node gets the sum of its members' ``G_k``, an upper bound of the merged
-        column's ``G_k`` (merging clusters cannot increase ``I(X; Z)``).
-    excluded : bool
-        Curator flag; a parent is excluded when all of its children are.
-    top_categories : list of [str, float]
-        Most common human categories and their token shares, when the run has a label
-        column.
-    children : list of str
-        Child ids in display order (largest mass first when created).
-    term_scores : list of float
-        ``G(t, k)`` of ``terms``, in nats.
-    examples : list of int
-        Representative documents (rows of the run), best first.
-    gis_label : str
-        The label from terms alone (kept through renames).
-    source : str
-        ``"gis"``, ``"llm"``, ``"curator"`` or ``"merge"``: where ``label`` came from.
-    """
-
-    id: str
-    parent: str | None
-    level: int
-    label: str
-    terms: list[str] = field(default_factory=list)
-    documents: int = 0
-    tokens: int = 0
-    mass: float = 0.0
-    concentration: float = 0.0
-    gis: float = 0.0
-    excluded: bool = False
-    top_categories: list[list] = field(default_factory=list)
-    children: list[str] = field(default_factory=list)
-    term_scores: list[float] = field(default_factory=list)
-    examples: list[int] = field(default_factory=list)
-    gis_label: str = ""
-    source: str = "gis"
-
-    @property
-    def is_leaf(self) -> bool:
-        return not self.children
-
-    def to_dict(self) -> dict[str, Any]:
-        return copy.deepcopy(asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Node:
-        known = {f.name for f in fields(cls)}
-        missing = {"id", "parent", "level", "label"} - set(data)
-        if missing:
-            raise ValueError(f"taxonomy node {data.get('id', '?')!r} lacks {sorted(missing)}")
-        return cls(**{k: copy.deepcopy(v) for k, v in data.items() if k in known})
-
-
-class _Context:
-    """What splits need from the run: embeddings, tokens and the corpus vocabulary."""
-
-    def __init__(self, run, *, min_df, max_df):
-        self.run = run
-        self.X = run.embeddings
-        self.texts = run.frame["text"].tolist()
-        presence, self.terms, self.note = build_vocabulary(self.texts, min_df=min_df, max_df=max_df)
-        self.presence = sp.csr_matrix(presence)
 
 
 class Taxonomy:
@@ -195,12 +93,12 @@ class Taxonomy:
         self.nodes: dict[str, Node] = dict(nodes)
         self.document_leaf = np.asarray(document_leaf, dtype=object).copy()
         self.document_ids = np.asarray(document_ids)
-        self._tokens = np.asarray(tokens, dtype=np.int64)
+        self.tokens = np.asarray(tokens, dtype=np.int64)
         self._categories = None if categories is None else np.asarray(categories, dtype=object)
         self.parameters: dict[str, Any] = dict(parameters or {})
         self.k_curves: dict[int, dict[int, float]] = dict(k_curves or {})
         self._next_index: dict[str, int] = dict(next_index or {})
-        self._resultants: dict[str, tuple[np.ndarray, float]] = dict(resultants or {})
+        self.resultants: dict[str, tuple[np.ndarray, float]] = dict(resultants or {})
         self.edits: list[dict] = []
         self._run, self.folder, self._context = run, folder, context
         self._base = self._snapshot()
@@ -252,120 +150,14 @@ class Taxonomy:
         if not isinstance(edit, dict):
             raise ValueError(f"an edit must be a dict with an 'op', got {edit!r}")
         op = edit.get("op")
-        if op not in EDIT_OPS:
-            raise ValueError(f"unknown edit op {op!r}; expected one of {', '.join(EDIT_OPS)}")
+        if op not in EDITS:
+            raise ValueError(f"unknown edit op {op!r}; expected one of {', '.join(EDITS)}")
         if run is not None:
             self._run, self._context = run, None
         edit = copy.deepcopy(edit)
-        result = getattr(self, f"_{op}")(edit)
+        result = EDITS[op](self, edit)
         self.edits.append(edit)
         return result
-
-    def _rename(self, edit):
-        node = self._edited_node(edit)
-        label = edit.get("label")
-        if not isinstance(label, str) or not label.strip():
-            raise ValueError(f"rename of node {node.id!r} needs a non-empty 'label', got {label!r}")
-        node.label, node.source = label.strip(), "curator"
-        edit["label"] = node.label
-
-    def _exclude(self, edit):
-        node = self._edited_node(edit)
-        flag = edit.setdefault("excluded", True)
-        if not isinstance(flag, bool):
-            raise ValueError(f"exclude of node {node.id!r}: 'excluded' must be true or false")
-        for sub in self.walk(node.id):
-            sub.excluded = flag
-        self._update_parent_exclusion(node.parent)
-
-    def _merge(self, edit) -> str:
-        ids = edit.get("nodes")
-        if not isinstance(ids, list) or len(ids) < 2:
-            raise ValueError(f"merge needs 'nodes': a list of at least 2 node ids, got {ids!r}")
-        if len(set(map(str, ids))) != len(ids):
-            raise ValueError(f"merge lists a node twice: {ids}")
-        members = [self.node(i) for i in ids]
-        if any(m.id == ROOT for m in members):
-            raise ValueError("the root cannot be merged")
-        parents = {m.parent for m in members}
-        if len(parents) > 1:
-            where = ", ".join(f"{m.id!r} (parent {m.parent!r})" for m in members)
-            raise ValueError(f"merge needs nodes with the same parent; got {where}")
-        parent = self.nodes[parents.pop()]
-        label = edit.get("label")
-        if label is not None and (not isinstance(label, str) or not label.strip()):
-            raise ValueError(f"merge label must be a non-empty string, got {label!r}")
-        new_id = self._new_child_id(parent.id)
-        vectors = [self._resultants.get(m.id) for m in members]
-        if all(v is not None for v in vectors):
-            vector = np.sum([v[0].astype(np.float64) for v in vectors], axis=0)
-            n_k = float(sum(v[1] for v in vectors))
-            self._resultants[new_id] = (vector.astype(np.float32), n_k)
-            concentration = float(resultant_concentration(vector, n_k))
-        else:
-            concentration = float(
-                np.average(
-                    [m.concentration for m in members], weights=[m.tokens + 1e-12 for m in members]
-                )
-            )
-        terms, scores = _merged_terms(members, self.parameters.get("n_terms", 8))
-        gis_label = ", ".join(terms[:3]) or f"cluster {new_id}"
-        merged = Node(
-            id=new_id,
-            parent=parent.id,
-            level=parent.level + 1,
-            label=label.strip() if label else gis_label,
-            terms=terms,
-            term_scores=scores,
-            concentration=concentration,
-            gis=float(sum(m.gis for m in members)),
-            excluded=all(m.excluded for m in members),
-            examples=_interleave([m.examples for m in members])[:N_EXAMPLES],
-            gis_label=gis_label,
-            source="curator" if label else "merge",
-        )
-        rows = np.concatenate([self.documents_of(m.id) for m in members])
-        position = min(parent.children.index(m.id) for m in members)
-        for m in members:
-            self._remove_subtree(m.id)
-        parent.children.insert(position, new_id)
-        self.nodes[new_id] = merged
-        self.document_leaf[rows] = new_id
-        self._refresh_counts()
-        return new_id
-
-    def _split(self, edit) -> list[str]:
-        node = self._edited_node(edit)
-        n = edit.get("n")
-        if not is_int(n) or n < 2:
-            raise ValueError(f"split of node {node.id!r} needs 'n' >= 2 clusters, got {n!r}")
-        if node.id == ROOT:
-            raise ValueError("the root cannot be split; build a new taxonomy with other levels")
-        if n > node.documents:
-            raise ValueError(
-                f"split of node {node.id!r} into n = {n} clusters: it has only "
-                f"{node.documents} documents"
-            )
-        seed = edit.setdefault("seed", self.parameters.get("random_state", 0))
-        if not is_int(seed):
-            raise ValueError(f"split of node {node.id!r}: 'seed' must be an integer, got {seed!r}")
-        ctx = self._ensure_context()
-        rows = self.documents_of(node.id)
-        params = dict(self.parameters.get("gem_params", {}), random_state=int(seed))
-        split = fit_split(ctx.X[rows], self._tokens[rows], int(n), **params)
-        for child in list(node.children):
-            self._remove_subtree(child)
-        node.children = []
-        new_ids = self._add_split(node.id, rows, split)
-        for child in new_ids:
-            self.nodes[child].excluded = node.excluded
-        self._refresh_counts()
-        return new_ids
-
-    def _edited_node(self, edit) -> Node:
-        if "node" not in edit:
-            raise ValueError(f"{edit.get('op')} edit needs a 'node' id")
-        return self.node(edit["node"])
 
     def replay(self, edits=None, *, run=None) -> Taxonomy:
         """A new Taxonomy: the base tree with ``edits`` (default: this log) applied."""
@@ -384,35 +176,42 @@ class Taxonomy:
         taxonomy.edits = []
         return taxonomy
 
-    # -------------------------------------------------------------- internals
+    # -------------------------------------------------------------- building blocks
     def _snapshot(self) -> dict:
         return {
             "nodes": {k: n.to_dict() for k, n in self.nodes.items()},
             "document_leaf": self.document_leaf.copy(),
             "next_index": dict(self._next_index),
-            "resultants": dict(self._resultants),
+            "resultants": dict(self.resultants),
         }
 
     def _restore(self, state: dict) -> None:
         self.nodes = {k: Node.from_dict(v) for k, v in state["nodes"].items()}
         self.document_leaf = state["document_leaf"].copy()
         self._next_index = dict(state["next_index"])
-        self._resultants = dict(state["resultants"])
+        self.resultants = dict(state["resultants"])
 
-    def _new_child_id(self, parent_id: str) -> str:
+    def rebase(self) -> None:
+        """Make the current tree the base tree (the building of the tree is not an edit)."""
+        self._base = self._snapshot()
+
+    def new_child_id(self, parent_id: str) -> str:
+        """The next unused child id under ``parent_id`` (ids are never re-used)."""
         j = self._next_index.get(parent_id, 0)
         self._next_index[parent_id] = j + 1
         return str(j) if parent_id == ROOT else f"{parent_id}.{j}"
 
-    def _remove_subtree(self, node_id: str) -> None:
+    def remove_subtree(self, node_id: str) -> None:
+        """Delete a node and its descendants (their documents keep their stale leaf ids)."""
         node = self.nodes[node_id]
         for sub in self.walk(node_id):
             del self.nodes[sub.id]
-            self._resultants.pop(sub.id, None)
+            self.resultants.pop(sub.id, None)
         if node.parent is not None and node_id in self.nodes[node.parent].children:
             self.nodes[node.parent].children.remove(node_id)
 
-    def _update_parent_exclusion(self, parent_id) -> None:
+    def update_parent_exclusion(self, parent_id) -> None:
+        """A parent is excluded exactly when all of its children are, up to the root."""
         while parent_id is not None:
             parent = self.nodes[parent_id]
             parent.excluded = bool(parent.children) and all(
@@ -420,7 +219,8 @@ class Taxonomy:
             )
             parent_id = parent.parent
 
-    def _ensure_context(self) -> _Context:
+    def split_context(self) -> SplitContext:
+        """What splits need from the run (loaded lazily from :attr:`folder` when needed)."""
         if self._context is None:
             if self._run is None:
                 if self.folder is None:
@@ -431,18 +231,18 @@ class Taxonomy:
                     f"the run has {len(self._run.frame)} documents but the taxonomy "
                     f"{len(self.document_leaf)}"
                 )
-            self._context = _Context(
+            self._context = SplitContext(
                 self._run,
                 min_df=self.parameters.get("min_df", 2),
                 max_df=self.parameters.get("max_df", 0.95),
             )
         return self._context
 
-    def _add_split(self, parent_id: str, rows: np.ndarray, split: SplitFit) -> list[str]:
+    def add_split(self, parent_id: str, rows: np.ndarray, split: SplitFit) -> list[str]:
         """Children of ``parent_id`` from a GEM split of its documents ``rows``."""
-        ctx = self._ensure_context()
+        ctx = self.split_context()
         parent = self.nodes[parent_id]
-        weights = self._tokens[rows].astype(np.float64)
+        weights = self.tokens[rows].astype(np.float64)
         rho = cluster_masses(split.q, weights)
         presence = ctx.presence[rows]
         gis = compute_gis(split.q, rho, weights, presence)
@@ -455,7 +255,7 @@ class Taxonomy:
         n_terms = self.parameters.get("n_terms", 8)
         ids = []
         for k in range(split.n_clusters):
-            node_id = self._new_child_id(parent_id)
+            node_id = self.new_child_id(parent_id)
             chosen = select_terms(gis.term[:, k], ctx.terms, by_term, n_terms=n_terms)
             terms = [str(ctx.terms[t]) for t in chosen]
             gis_label = ", ".join(terms[:3]) or f"cluster {node_id}"
@@ -471,7 +271,7 @@ class Taxonomy:
                 examples=[int(rows[r]) for r in examples[k]],
                 gis_label=gis_label,
             )
-            self._resultants[node_id] = (vectors[k].astype(np.float32), float(n_k[k]))
+            self.resultants[node_id] = (vectors[k].astype(np.float32), float(n_k[k]))
             self.document_leaf[rows[split.labels == k]] = node_id
             ids.append(node_id)
         hard_tokens = np.bincount(split.labels, weights=weights, minlength=split.n_clusters)
@@ -479,17 +279,15 @@ class Taxonomy:
         parent.children = [ids[k] for k in order]
         return parent.children
 
-    def _refresh_counts(self) -> None:
+    def refresh_counts(self) -> None:
         """documents, tokens, mass and top_categories of every node from ``document_leaf``."""
-        frame = pd.DataFrame({"leaf": self.document_leaf, "tokens": self._tokens})
+        frame = pd.DataFrame({"leaf": self.document_leaf, "tokens": self.tokens})
         per_leaf = frame.groupby("leaf", sort=False)["tokens"].agg(["size", "sum"])
         table = None
         if self._categories is not None:
-            table = contingency_table(
-                self._categories, self.document_leaf.astype(str), self._tokens
-            )
+            table = contingency_table(self._categories, self.document_leaf.astype(str), self.tokens)
         columns: dict[str, pd.Series | None] = {}
-        total = float(self._tokens.sum())
+        total = float(self.tokens.sum())
         for node in reversed(self.walk()):  # children before parents
             if node.is_leaf:
                 docs = int(per_leaf["size"].get(node.id, 0))
@@ -514,7 +312,7 @@ class Taxonomy:
     def to_dict(self) -> dict[str, Any]:
         """The JSON document of ``taxonomy.json`` (without the per-document leaves)."""
         base_nodes = self._base["nodes"]
-        resultants = {**self._base["resultants"], **self._resultants}
+        resultants = {**self._base["resultants"], **self.resultants}
         return {
             "format": "gem-taxonomy",
             "format_version": FORMAT_VERSION,
@@ -541,7 +339,7 @@ class Taxonomy:
                 "id": self.document_ids,
                 "leaf": self.document_leaf.astype(str),
                 "base_leaf": self._base["document_leaf"].astype(str),
-                "tokens": self._tokens,
+                "tokens": self.tokens,
             }
         )
         if self._categories is not None:
@@ -590,7 +388,7 @@ class Taxonomy:
         taxonomy.nodes = {n["id"]: Node.from_dict(n) for n in doc["nodes"]}
         taxonomy.document_leaf = frame["leaf"].to_numpy(dtype=object)
         taxonomy._next_index = dict(doc["next_index"])
-        taxonomy._resultants = {k: v for k, v in resultants.items() if k in taxonomy.nodes}
+        taxonomy.resultants = {k: v for k, v in resultants.items() if k in taxonomy.nodes}
         taxonomy.edits = list(doc["edits"])
         return taxonomy
 
@@ -605,27 +403,3 @@ class Taxonomy:
                 f"{node.concentration:>8.1f} {node.gis:>6.3f}  {node.label}{flag}"
             )
         return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def _interleave(lists) -> list:
-    out = []
-    for i in range(max((len(x) for x in lists), default=0)):
-        out.extend(x[i] for x in lists if i < len(x))
-    return out
-
-
-def _merged_terms(members, n_terms: int) -> tuple[list[str], list[float]]:
-    """The members' terms by decreasing score, de-duplicated, ``n_terms`` at most."""
-    pairs = sorted(
-        ((s, t) for m in members for t, s in zip(m.terms, m.term_scores, strict=False)),
-        key=lambda st: (-st[0], st[1]),
-    )
-    terms, scores = [], []
-    for s, t in pairs:
-        if t not in terms:
-            terms.append(t)
-            scores.append(float(s))
-    return terms[:n_terms], scores[:n_terms]

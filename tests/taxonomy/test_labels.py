@@ -8,12 +8,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from gem_app.taxonomy.labels import (
-    build_vocabulary,
-    cluster_labels,
-    representative_documents,
-    select_terms,
-)
+from gem_app.taxonomy.labels import cluster_labels, representative_documents, select_terms
+from gem_app.taxonomy.vocabulary import build_vocabulary
 
 POOLS = [
     ["violin", "orchestra", "sonata", "concerto", "cello", "symphony"],
