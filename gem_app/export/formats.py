@@ -9,8 +9,13 @@ numbers (``repr`` round-trips exactly):
 - ``doremi``: ``{"train_domain_weights": {name: w}, "eval_domain_weights": {name: v}}``.
 - ``regmix``: YAML with ``train:`` and ``valid:`` maps ``{name: weight}``.
 - ``megatron``: ``--data-path w1 p1 w2 p2 ...`` (one line; ``p = path_template`` per domain).
-- ``olmo``: OLMo-core ``SourceMixtureDatasetConfig`` YAML: ``source_configs`` of
-  ``source_name``, ``target_ratio``, ``paths``, ``max_repetition_ratio``.
+- ``olmo``: YAML that ai2-olmo-core 3.0 (``olmo_core.data.source_mixture``) loads with
+  ``SourceMixtureDatasetConfig.from_yaml`` / ``from_dict``: ``source_list: {sources: [...]}``
+  of ``source_name``, ``target_ratio``, ``paths``, ``max_repetition_ratio``,
+  ``max_source_fraction``, then ``requested_tokens`` (the budget), ``global_batch_size``
+  (tokens; :data:`DEFAULT_GLOBAL_BATCH_SIZE` unless given) and ``seed``. The epoch cap ``E``
+  becomes ``max_repetition_ratio = E`` when ``E >= 1``, else ``max_source_fraction = E``.
+  (OLMo-core before 3.0 read a flat ``source_configs`` list; that layout is refused by 3.0.)
 - ``hf``: JSON for ``datasets.interleave_datasets``: ``domains``, ``probabilities`` (same
   order), ``data_files``, ``seed``, ``stopping_strategy``.
 - ``weborganizer``: ``[{"domain": name, "weight": w}, ...]``.
@@ -32,17 +37,25 @@ import yaml
 
 from gem_app.export.document import training_domains, validate_mixture_document
 from gem_app.utils.files import atomic_open
+from gem_app.utils.validation import check_int
 
 __all__ = [
+    "DEFAULT_GLOBAL_BATCH_SIZE",
     "DEFAULT_PATH_TEMPLATE",
     "FORMATS",
     "FORMAT_WRITERS",
+    "OLMO_CORE_VERSION",
     "expand_path",
     "render_mixture",
     "write_mixture",
 ]
 
 DEFAULT_PATH_TEMPLATE = "{domain}"
+#: OLMo-core ``global_batch_size`` in tokens when none is given: 2**22 (1024 sequences of 4096,
+#: the OLMo 2 recipe), a multiple of every power-of-two sequence length up to 4M.
+DEFAULT_GLOBAL_BATCH_SIZE = 4 * 1024 * 1024
+#: The OLMo-core release whose loader the ``olmo`` format is written for (and tested against).
+OLMO_CORE_VERSION = "3.0"
 _EVAL_CHOICES = ("natural", "train", "uniform")
 _SPACE = re.compile(r"\s")
 
@@ -124,31 +137,53 @@ def _megatron(doc: Mapping, *, path_template: str | None = None, **_) -> str:
     return " ".join(parts) + "\n"
 
 
-def _repetition(domain: Mapping, max_epochs) -> float:
-    """OLMo's max_repetition_ratio: the epoch cap E, else enough for the domain's epochs."""
+def _olmo_limits(domain: Mapping, max_epochs) -> tuple[float, float]:
+    """OLMo's ``(max_repetition_ratio, max_source_fraction)`` for a domain.
+
+    With an epoch cap ``E``: ``(E, 1)`` when ``E >= 1``, ``(1, E)`` below one epoch (OLMo
+    requires a repetition ratio >= 1). Without a cap: enough repetitions for the domain's
+    epochs (rounded up to 1e-6 so that OLMo's integer token counts never fall short).
+    """
     if max_epochs is not None:
-        return float(max_epochs)
-    return float(max(1.0, math.ceil(domain["epochs"] * 1e6) / 1e6))
+        cap = float(max_epochs)
+        return (cap, 1.0) if cap >= 1 else (1.0, cap)
+    return float(max(1.0, math.ceil(domain["epochs"] * 1e6) / 1e6)), 1.0
 
 
-def _olmo(doc: Mapping, *, path_template: str | None = None, **_) -> str:
+def _olmo(doc: Mapping, *, path_template: str | None = None, global_batch_size=None, **_) -> str:
     template = path_template or DEFAULT_PATH_TEMPLATE
+    batch = DEFAULT_GLOBAL_BATCH_SIZE if global_batch_size is None else global_batch_size
+    check_int(batch, "global_batch_size", minimum=1)
     mixing = doc["mixing"]
+    requested = int(round(mixing["budget"]))
+    if requested < 1:
+        raise ValueError(
+            f"OLMo-core needs requested_tokens >= 1; the budget is {mixing['budget']!r}"
+        )
     seed = doc["model"].get("seed")
-    config = {
-        "requested_tokens": int(round(mixing["budget"])),
-        "seed": int(seed) if seed is not None else 0,
-        "source_configs": [
+    sources = []
+    for d in _training(doc):
+        repetition, fraction = _olmo_limits(d, mixing["max_epochs"])
+        sources.append(
             {
                 "source_name": d["name"],
                 "target_ratio": float(d["weight"]),
                 "paths": [expand_path(template, d["name"])],
-                "max_repetition_ratio": _repetition(d, mixing["max_epochs"]),
+                "max_repetition_ratio": repetition,
+                "max_source_fraction": fraction,
             }
-            for d in _training(doc)
-        ],
+        )
+    config = {
+        "source_list": {"sources": sources},
+        "requested_tokens": requested,
+        "global_batch_size": int(batch),
+        "seed": int(seed) if seed is not None else 0,
     }
-    header = "# OLMo-core SourceMixtureDatasetConfig from GEM Studio\n"
+    header = (
+        f"# OLMo-core SourceMixtureDatasetConfig (ai2-olmo-core {OLMO_CORE_VERSION}) from GEM Studio\n"
+        "# load: SourceMixtureDatasetConfig.from_yaml(path); global_batch_size is in tokens:\n"
+        "# set it to your trainer's (a multiple of the sequence length).\n"
+    )
     return _dump_yaml(config, header)
 
 
@@ -187,7 +222,12 @@ FORMATS = tuple(FORMAT_WRITERS)
 
 
 def render_mixture(
-    doc: Mapping, format: str = "gem", *, path_template: str | None = None, eval_weights="natural"
+    doc: Mapping,
+    format: str = "gem",
+    *,
+    path_template: str | None = None,
+    eval_weights="natural",
+    global_batch_size: int | None = None,
 ) -> str:
     """Validate a mixture document and return its text in ``format``.
 
@@ -202,6 +242,8 @@ def render_mixture(
         (default ``{domain}``; ``{domain}.parquet`` for HF).
     eval_weights : {"natural", "train", "uniform"}
         Evaluation weights of DoReMi and RegMix.
+    global_batch_size : int, optional
+        OLMo-core's global batch size in tokens (default :data:`DEFAULT_GLOBAL_BATCH_SIZE`).
     """
     writer = FORMAT_WRITERS.get(format)
     if writer is None:
@@ -211,14 +253,18 @@ def render_mixture(
     if path_template is not None:
         expand_path(path_template, "domain")  # fail early on a bad template
     return writer(
-        validate_mixture_document(doc), path_template=path_template, eval_weights=eval_weights
+        validate_mixture_document(doc),
+        path_template=path_template,
+        eval_weights=eval_weights,
+        global_batch_size=global_batch_size,
     )
 
 
 def write_mixture(doc: Mapping, path, format: str = "gem", **options) -> Path:
     """Validate ``doc`` and write it to ``path`` in ``format``, atomically; return the path.
 
-    Options as :func:`render_mixture` (``path_template``, ``eval_weights``).
+    Options as :func:`render_mixture` (``path_template``, ``eval_weights``,
+    ``global_batch_size``).
     """
     text = render_mixture(doc, format, **options)
     path = Path(path)
