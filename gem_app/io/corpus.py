@@ -1,15 +1,17 @@
-"""Load a document corpus (JSONL, CSV, Parquet) or an embedding matrix, and validate it.
+"""Load a document corpus (JSONL, CSV, Parquet) and validate it.
 
 Bad rows (empty texts, invalid token counts, malformed JSONL lines) are kept aside
 in ``Corpus.rejected`` with a reason; problems with the file as a whole raise
 :class:`CorpusError` with a one-line message naming the file, row, column or value.
+Valid rows that would still mislead a fit (one document holding most of the tokens) are
+kept and named in ``Corpus.warnings`` (:mod:`gem_app.io.corpus_checks`).
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +19,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from gem_app.io.corpus_checks import CorpusWarning, huge_document_warnings
 from gem_app.io.records import (
     INT64_MAX,
     INT_TEXT,
     MISSING,
     estimate_tokens,
     id_problem,
+    json_error,
     parse_token_count,
     text_problem,
 )
+from gem_app.io.text_files import check_utf8, not_utf8_message
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 CORPUS_SUFFIXES = (*JSONL_SUFFIXES, ".csv", ".parquet")
@@ -55,6 +60,9 @@ class Corpus:
         (None for a role with no column).
     tokens_estimated : bool
         True when token counts come from :func:`estimate_tokens`.
+    warnings : list of CorpusWarning
+        Valid rows that may mislead a fit, in row order (one document holding a large share
+        of all tokens); ``str(w)`` is a one-line message naming the row, id and share.
     """
 
     frame: pd.DataFrame
@@ -63,6 +71,7 @@ class Corpus:
     source: str
     columns: dict
     tokens_estimated: bool
+    warnings: list[CorpusWarning] = field(default_factory=list)
 
     def report(self, max_rows: int = 20) -> str:
         """Return a human-readable validation report (at most ``max_rows`` rejected rows listed)."""
@@ -88,6 +97,7 @@ class Corpus:
                 lines.append(f"  row {rec.row}{id_part}: {rec.reason}")
             if n_rejected > max_rows:
                 lines.append(f"  ... and {n_rejected - max_rows} more rejected rows.")
+        lines += [f"Warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
@@ -181,8 +191,7 @@ def _read_jsonl(path: Path):
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise CorpusError(
-                    f"{path}: invalid UTF-8 at line {row + 1}, byte offset {offset + exc.start} "
-                    f"(byte 0x{raw[exc.start]:02x})"
+                    not_utf8_message(path, row + 1, offset + exc.start, raw[exc.start])
                 ) from None
             offset += len(raw)
             if row == 0:
@@ -208,14 +217,17 @@ def _parse_json_object(line: str):
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
-        return None, f"not a JSON object: invalid JSON ({exc.msg} at column {exc.colno})"
+        return None, f"not a JSON object: {json_error(exc, line)}"
     if not isinstance(obj, dict):
         return None, f"not a JSON object: found a JSON {type(obj).__name__}"
     return obj, None
 
 
 def _read_csv(path: Path):
-    _check_utf8(path)
+    try:
+        check_utf8(path)
+    except ValueError as exc:
+        raise CorpusError(str(exc)) from None
     try:
         frame = pd.read_csv(
             path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8"
@@ -224,39 +236,17 @@ def _read_csv(path: Path):
         raise CorpusError(f"{path}: the file has no header and no rows") from None
     except (pd.errors.ParserError, ValueError) as exc:
         message = " ".join(str(exc).split())
+        if "EOF inside string" in message:
+            message = (
+                "a quoted field is never closed before the end of the file (a truncated file "
+                f"or a stray quote): {message}"
+            )
         raise CorpusError(f"{path}: malformed CSV: {message}") from None
 
     def get(col):
         return [None if isinstance(v, float) else v for v in frame[col].tolist()]
 
     return [str(c) for c in frame.columns], len(frame), get, {}
-
-
-def _check_utf8(path: Path, chunk_size: int = 1 << 20) -> None:
-    """Raise CorpusError naming the line and byte offset of the first invalid UTF-8 byte."""
-    offset, line, carry = 0, 1, b""
-    with open(path, "rb") as fh:
-        while True:
-            chunk = fh.read(chunk_size)
-            data = carry + chunk
-            if not data:
-                return
-            try:
-                data.decode("utf-8")
-                good = len(data)
-            except UnicodeDecodeError as exc:
-                truncated_tail = exc.reason == "unexpected end of data" and exc.end == len(data)
-                if not (truncated_tail and chunk):
-                    bad = offset + exc.start
-                    line += data.count(b"\n", 0, exc.start)
-                    raise CorpusError(
-                        f"{path}: invalid UTF-8 at line {line}, byte offset {bad} "
-                        f"(byte 0x{data[exc.start]:02x})"
-                    ) from None
-                good = exc.start
-            line += data.count(b"\n", 0, good)
-            offset += good
-            carry = data[good:]
 
 
 def _read_parquet(path: Path, wanted: list[str]):
@@ -317,6 +307,7 @@ def _validate(path, n_rows, values, pre_rejected, mapping) -> Corpus:
     if labels is not None:
         data["label"] = [None if labels[r] is MISSING else labels[r] for r in keep]
     frame = pd.DataFrame(data)
+    warnings = huge_document_warnings(token_counts, keep, kept_ids)
     rows, rejected_ids, reasons = zip(*rejected, strict=True) if rejected else ((), (), ())
     rejected_frame = pd.DataFrame(
         {
@@ -332,6 +323,7 @@ def _validate(path, n_rows, values, pre_rejected, mapping) -> Corpus:
         source=str(path),
         columns=dict(mapping),
         tokens_estimated=tokens is None,
+        warnings=warnings,
     )
 
 

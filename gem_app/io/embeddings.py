@@ -6,6 +6,7 @@ the data file) or computed by the offline encoder (:mod:`gem_app.io.encoder`, ca
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gem_app.core.sphere import find_invalid_rows
+from gem_app.core.row_checks import find_invalid_rows
 from gem_app.io.corpus import Corpus, CorpusError, check_nonempty_file
 from gem_app.io.encoder import embed_texts
 
@@ -27,7 +28,8 @@ def load_embeddings(path, *, column=None) -> np.ndarray:
     Parameters
     ----------
     path : str or os.PathLike
-        ``.npy``: a 2-D float16/float32/float64 array, read without pickle.
+        ``.npy``: a 2-D float16/float32/float64 array in either byte order, read without
+        pickle.
         ``.parquet``: a list or fixed_size_list column of floats, one row per document.
     column : str, optional
         Parquet column to read; by default the only list-typed column.
@@ -35,8 +37,14 @@ def load_embeddings(path, *, column=None) -> np.ndarray:
     Returns
     -------
     numpy.ndarray of float32, shape (N, d)
-        NaN/Inf/zero rows are returned as they are; screen them with
-        ``gem_app.core.sphere.find_invalid_rows``.
+        Native byte order, C-contiguous. NaN/Inf/zero rows are returned as they are; screen
+        them with ``gem_app.core.row_checks.find_invalid_rows``.
+
+    Raises
+    ------
+    CorpusError
+        Unknown extension, missing/empty/corrupt file, not 2-D, empty, not float16/32/64, or a
+        finite float64 value beyond float32's range (named by row and column).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -50,11 +58,28 @@ def load_embeddings(path, *, column=None) -> np.ndarray:
         raise CorpusError(f"{path}: embeddings must be 2-D (N, d), got shape {matrix.shape}")
     if matrix.shape[0] == 0 or matrix.shape[1] == 0:
         raise CorpusError(f"{path}: embeddings are empty, shape {matrix.shape}")
-    if matrix.dtype not in (np.float16, np.float32, np.float64):
+    native = matrix.dtype.newbyteorder("=")  # big-endian files are read as they are
+    if native not in (np.float16, np.float32, np.float64):
         raise CorpusError(
             f"{path}: embeddings dtype {matrix.dtype} not supported (use float16/32/64)"
         )
-    return np.ascontiguousarray(matrix, dtype=np.float32)
+    return _to_float32(matrix, path)
+
+
+def _to_float32(matrix: np.ndarray, path) -> np.ndarray:
+    """``matrix`` as native C-contiguous float32; CorpusError at a finite value it cannot hold."""
+    with np.errstate(over="ignore"):
+        out = np.ascontiguousarray(matrix, dtype=np.float32)
+    if matrix.dtype.itemsize > 4:
+        overflow = np.isinf(out) & np.isfinite(matrix)
+        if overflow.any():
+            row, col = (int(i[0]) for i in np.nonzero(overflow))
+            raise CorpusError(
+                f"{path}: row {row}, column {col}: {float(matrix[row, col])!r} does not fit in "
+                f"float32 (|x| > {float(np.finfo(np.float32).max):.3g}); rescale the rows "
+                "(only their directions are used)"
+            )
+    return out
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -138,6 +163,14 @@ def corpus_embeddings(
     -------
     frame : DataFrame (the valid, embeddable documents), X : (n, d) float32,
     rejected : DataFrame with columns row, id, reason (the new rejections)
+
+    Raises
+    ------
+    CorpusError
+        When no row is left: every embedding is a zero vector or holds NaN/Inf (the message
+        names the reasons and the first file rows).
+    ValueError
+        Given embeddings whose row count is not the data file's.
     """
     frame = corpus.frame.reset_index(drop=True)
     if embeddings_path is not None:
@@ -152,6 +185,11 @@ def corpus_embeddings(
     else:
         X = embed_texts(frame["text"].tolist(), cache_dir=cache_dir, progress=progress)
     invalid = find_invalid_rows(X)
+    if len(invalid) == len(frame):
+        source = embeddings_path if embeddings_path is not None else "the encoder"
+        raise CorpusError(
+            f"{corpus.source}: no valid rows: {_all_invalid(invalid, corpus, source)}"
+        )
     keep = np.ones(len(frame), dtype=bool)
     records = []
     for i, reason in sorted(invalid.items()):
@@ -169,3 +207,24 @@ def corpus_embeddings(
         np.ascontiguousarray(X[keep], dtype=np.float32),
         rejected,
     )
+
+
+def _all_invalid(invalid: dict[int, str], corpus: Corpus, source, shown: int = 5) -> str:
+    """Why every embedding from ``source`` is unusable, naming the first ``shown`` file rows."""
+    counts = Counter(invalid.values())
+    rows = [int(corpus.source_rows[i]) for i in invalid]
+    more = f", ... and {len(rows) - shown} more" if len(rows) > shown else ""
+    head = f"all {len(rows)} embeddings from {source} are"
+    if len(counts) == 1:
+        (reason,) = counts
+        listed = ", ".join(str(r) for r in rows[:shown])
+        if reason == "zero vector":
+            return (
+                f"{head} zero vectors (rows {listed}{more}); "
+                "a zero vector has no direction on the sphere"
+            )
+        return f"{head} unusable: {reason} (rows {listed}{more})"
+    summary = ", ".join(f"{n} x {reason}" for reason, n in counts.most_common())
+    pairs = list(zip(rows, invalid.values(), strict=True))[:shown]
+    listed = ", ".join(f"row {r} ({reason})" for r, reason in pairs)
+    return f"{head} unusable ({summary}): {listed}{more}"

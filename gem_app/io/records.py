@@ -2,11 +2,13 @@
 
 A text must be a non-empty, non-blank string; an id a string or an integer; a token count a
 finite positive integer, given as a number or as its decimal text ("12", as CSV cells are).
-Each check returns the reason a value is refused, or None.
+Each check returns the reason a value is refused, or None. :func:`json_error` words a JSON
+line's syntax error the same way for every reader.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -18,6 +20,7 @@ __all__ = [
     "MISSING",
     "estimate_tokens",
     "id_problem",
+    "json_error",
     "parse_token_count",
     "text_problem",
 ]
@@ -92,3 +95,24 @@ def parse_token_count(value, col):
         None,
         f"invalid token count: {shown} in column {col!r} (must be a finite positive integer)",
     )
+
+
+def json_error(exc: json.JSONDecodeError, text: str) -> str:
+    """A readable reason for a JSON syntax error in ``text``: column, what, and NUL bytes.
+
+    ``json``'s own messages end in " at" where they point at a position (``Unterminated
+    string starting at``); a raw control character (a NUL, a tab) inside a string is named by
+    its code point, with the escape that JSON expects instead.
+    """
+    what = exc.msg
+    char = text[exc.pos] if 0 <= exc.pos < len(text) else ""
+    if what == "Invalid control character at" and char:
+        what = (
+            f"raw control character U+{ord(char):04X} inside a string "
+            f"(JSON needs it escaped as \\u{ord(char):04x})"
+        )
+    elif what.endswith(" at"):
+        what = what[: -len(" at")] + " here"
+    if char == "\x00" and "U+0000" not in what:
+        what += " (a NUL byte: binary data or a corrupted file?)"
+    return f"invalid JSON at column {exc.colno}: {what}"

@@ -14,6 +14,7 @@ import pytest
 from gem_app.io.corpus import Corpus, CorpusError, load_corpus
 from gem_app.io.embeddings import load_embeddings
 from gem_app.io.records import estimate_tokens
+from gem_app.io.text_files import check_utf8
 
 DOCS = [
     {"id": "d1", "text": "Hello world, this is a document.", "label": "greeting", "n_tok": 7},
@@ -259,20 +260,18 @@ def test_fatal_non_utf8_names_line_and_offset(tmp_path):
 
 
 def test_non_utf8_check_across_chunk_boundary(tmp_path):
-    from gem_app.io.corpus import _check_utf8
-
     path = tmp_path / "c.csv"
     # a valid 2-byte character split by the chunk boundary is fine ...
     path.write_bytes(b"text\n" + b"a" * 10 + "é".encode() + b"\nzz\n")
     for chunk in (3, 4, 16, 17):
-        _check_utf8(path, chunk_size=chunk)
+        check_utf8(path, chunk_size=chunk)
     # ... an invalid byte after it is found at its true offset and line
     data = b"text\n" + b"a" * 10 + "é".encode() + b"\nz\x80\n"
     path.write_bytes(data)
     bad_offset = data.index(b"\x80")
     for chunk in (3, 16, 1 << 20):
-        with pytest.raises(CorpusError, match=rf"line 3, byte offset {bad_offset}"):
-            _check_utf8(path, chunk_size=chunk)
+        with pytest.raises(ValueError, match=rf"line 3, byte offset {bad_offset}"):
+            check_utf8(path, chunk_size=chunk)
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])

@@ -13,6 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from gem_app.io.corpus import load_corpus
+from gem_app.io.corpus_checks import HUGE_DOCUMENT_SHARE
+
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample_data"
 PARQUET = SAMPLE_DIR / "debian_packages.parquet"
 EMBEDDINGS = SAMPLE_DIR / "embeddings.npy"
@@ -66,6 +69,13 @@ def test_rows_are_clean(corpus):
     assert not (lines.str.strip() == ".").any()
     assert not lines.str.match(r"\s").any()
     assert not corpus["text"].str.contains(r"\btransitional\b", case=False).any()
+
+
+def test_the_sample_loads_without_rejections_or_warnings():
+    loaded = load_corpus(PARQUET, label_col="section", tokens_col="tokens")
+    assert len(loaded.rejected) == 0 and loaded.warnings == []
+    tokens = loaded.frame["tokens"]
+    assert tokens.max() / tokens.sum() < HUGE_DOCUMENT_SHARE / 10  # far from the warning
 
 
 def test_sections_and_tags(corpus):
