@@ -6,11 +6,13 @@ the data file) or computed by the offline encoder (:mod:`gem_app.io.encoder`, ca
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import numpy.lib.format as npy_format
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -82,10 +84,33 @@ def _to_float32(matrix: np.ndarray, path) -> np.ndarray:
     return out
 
 
-def _load_npy(path: Path) -> np.ndarray:
+def _npy_header(path: Path):
+    """``(shape, dtype, data offset)`` from a .npy header, without reading the data."""
     with open(path, "rb") as fh:
         if fh.read(6) != b"\x93NUMPY":
             raise CorpusError(f"{path}: not a valid .npy file (no NumPy header)")
+        fh.seek(0)
+        try:
+            major, _ = npy_format.read_magic(fh)
+            read = (
+                npy_format.read_array_header_1_0 if major == 1 else npy_format.read_array_header_2_0
+            )
+            shape, _, dtype = read(fh)
+        except (ValueError, OSError, EOFError) as exc:
+            raise CorpusError(f"{path}: not a valid .npy file ({exc})") from None
+        return shape, dtype, fh.tell()
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    shape, dtype, offset = _npy_header(path)
+    if not dtype.hasobject:  # check the size before numpy allocates what the header announces
+        need = math.prod(shape) * dtype.itemsize
+        have = path.stat().st_size - offset
+        if need > have:
+            raise CorpusError(
+                f"{path}: truncated .npy file: its header announces shape {shape} of {dtype}, "
+                f"{need} bytes of data, but the file holds {have}"
+            )
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import json
 
 import numpy as np
@@ -52,6 +53,19 @@ def test_float64_values_beyond_float32_name_the_row_and_column(tmp_path):
     np.save(tmp_path / "big.npy", x)
     with pytest.raises(CorpusError, match=r"row 2, column 1: -1e\+300 does not fit in float32"):
         load_embeddings(tmp_path / "big.npy")
+
+
+@pytest.mark.parametrize("shape", [(10**9, 1000), (50, 4)])
+def test_npy_header_claiming_more_data_than_the_file_holds(tmp_path, shape):
+    """A lying header must not make numpy allocate terabytes (MemoryError traceback)."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": "<f4", "fortran_order": False, "shape": shape}
+    )
+    (tmp_path / "liar.npy").write_bytes(buf.getvalue() + b"\0" * 64)
+    expected = 4 * shape[0] * shape[1]
+    with pytest.raises(CorpusError, match=rf"truncated.*{expected} bytes of data.*holds 64"):
+        load_embeddings(tmp_path / "liar.npy")
 
 
 def test_all_zero_embeddings_say_why_there_is_no_valid_row(tmp_path):
