@@ -22,7 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ENTRY = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+from gem_app.app import session_keys as keys
+from gem_app.app.bundle import APP_ENTRY
+
+ENTRY = str(APP_ENTRY)  # pages/streamlit_app.py
 
 
 def synthetic_workspace(root: Path, n: int, k: int = 32, d: int = 64, seed: int = 0) -> str:
@@ -70,19 +73,19 @@ def time_app(workspace: str, fit: str | None, repeats: int = 5) -> dict:
     at = AppTest.from_file(ENTRY, default_timeout=1800)
     at.run()
     if fit is not None:
-        at.selectbox(key="fit_name").set_value(fit).run()
-    at.switch_page("app_pages/map.py").run()  # warm: labels, q, GIS
-    at.switch_page("app_pages/mix.py").run()  # warm: domains, scores
+        at.selectbox(key=keys.FIT_NAME).set_value(fit).run()
+    at.switch_page("map.py").run()  # warm: labels, q, GIS
+    at.switch_page("mix.py").run()  # warm: domains, scores
     assert not at.exception, [e.value for e in at.exception]
     map_times, slider_times = [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        at.switch_page("app_pages/map.py").run()
+        at.switch_page("map.py").run()
         map_times.append(time.perf_counter() - start)
-    at.switch_page("app_pages/mix.py").run()
+    at.switch_page("mix.py").run()
     for i in range(repeats):
         start = time.perf_counter()
-        at.slider(key="mix_tau").set_value(1.5 + 0.5 * i).run()
+        at.slider(key=keys.MIX_TAU).set_value(1.5 + 0.5 * i).run()
         slider_times.append(time.perf_counter() - start)
     assert not at.exception, [e.value for e in at.exception]
     return {"map_s": statistics.median(map_times), "tau_slider_s": statistics.median(slider_times)}

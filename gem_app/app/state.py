@@ -3,8 +3,9 @@
 Nothing here imports streamlit. The pages call these functions and draw the results.
 
 - :func:`open_workspace` resolves the workspace (argument, ``$GEM_WORKSPACE``, ``./gem_workspace``).
-- :func:`ensure_sample_fit` fits the bundled sample (K=16, seed 0) into the workspace
-  once (kind ``fits``), so a first launch shows real content without a click.
+- :func:`ensure_sample_fit` fits the bundled sample (found by :mod:`gem_app.app.bundle`;
+  K=16, seed 0) into the workspace once (kind ``fits``), so a first launch shows real
+  content without a click.
 - :func:`fit_into_workspace` fits any corpus into a named run of the workspace.
 - :func:`fit_view` returns a :class:`FitView` (gem_app.app.views): the loaded run and
   everything derived from it (q, labels, GIS, comparison, scores for the frozen q-step,
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from gem_app.app.bundle import SAMPLE_DATA, SAMPLE_EMBEDDINGS
 from gem_app.app.views import FitView
 from gem_app.storage.runs import fit_corpus
 from gem_app.storage.workspace import Workspace
@@ -34,8 +36,6 @@ from gem_app.taxonomy.tree import TAXONOMY_FILE, Taxonomy
 from gem_app.utils.files import atomic_path
 
 __all__ = [
-    "SAMPLE_DATA",
-    "SAMPLE_EMBEDDINGS",
     "SAMPLE_FIT",
     "cache_dir",
     "ensure_sample_fit",
@@ -46,9 +46,6 @@ __all__ = [
     "save_upload",
 ]
 
-_REPO = Path(__file__).resolve().parents[2]
-SAMPLE_DATA = _REPO / "sample_data" / "debian_packages.parquet"
-SAMPLE_EMBEDDINGS = _REPO / "sample_data" / "embeddings.npy"
 SAMPLE_FIT = "sample-debian-k16"
 SAMPLE_PARAMS = {
     "n_clusters": 16,

@@ -1,4 +1,8 @@
-"""``gem app [--workspace W] [--port P]``: start the GEM Studio web app (Streamlit)."""
+"""``gem app [--workspace W] [--port P]``: start the GEM Studio web app (Streamlit).
+
+The entry script is ``pages/streamlit_app.py`` of the checkout or ``gem_studio_pages/`` of an
+installed wheel (:mod:`gem_app.app.bundle`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-ENTRY = Path(__file__).resolve().parents[2] / "streamlit_app.py"
+from gem_app.app.bundle import APP_ENTRY
 
 
 def register(sub) -> None:
@@ -35,7 +39,7 @@ def command(args) -> list[str]:
         "-m",
         "streamlit",
         "run",
-        str(ENTRY),
+        str(APP_ENTRY),
         "--server.port",
         str(args.port),
         "--server.address",
@@ -50,9 +54,10 @@ def command(args) -> list[str]:
 
 
 def run(args) -> int:
-    if not ENTRY.is_file():
+    if not APP_ENTRY.is_file():
         raise OSError(
-            f"the app entry script {ENTRY} is missing; reinstall GEM Studio from its source tree"
+            f"the app entry script {APP_ENTRY} is missing; reinstall GEM Studio (pip install gem-studio, "
+            "or pip install -e . in its source tree)"
         )
     env = dict(os.environ)
     if args.workspace is not None:

@@ -1,4 +1,11 @@
-"""A workspace with the bundled sample already fitted, shared by the AppTest files."""
+"""Workspaces for the AppTest files: the bundled sample fitted once, then one copy per module.
+
+The template workspace is fitted once per test session and never handed to a test. Every
+test module that needs the app gets its own copy (``app_env``), so a module that edits its
+workspace (builds a taxonomy, uploads a file) cannot change what another module sees.
+"""
+
+import shutil
 
 import pytest
 
@@ -6,15 +13,19 @@ from gem_app.app import state as app_state
 
 
 @pytest.fixture(scope="session")
-def sample_workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gem_ws")
-    ws = app_state.open_workspace(root)
-    app_state.ensure_sample_fit(ws)
+def sample_template(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gem_ws_template")
+    app_state.ensure_sample_fit(app_state.open_workspace(root))
     return root
 
 
-@pytest.fixture
-def app_env(sample_workspace, monkeypatch):
-    monkeypatch.setenv("GEM_WORKSPACE", str(sample_workspace))
-    monkeypatch.setenv("GEM_APP_UMAP", "0")  # no background UMAP thread in AppTest
-    return sample_workspace
+@pytest.fixture(scope="module")
+def app_env(sample_template, tmp_path_factory, request):
+    """This module's own copy of the fitted sample workspace, set as ``$GEM_WORKSPACE``."""
+    root = tmp_path_factory.mktemp(f"gem_ws_{request.module.__name__.rsplit('.', 1)[-1]}")
+    workspace = root / "workspace"
+    shutil.copytree(sample_template, workspace)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GEM_WORKSPACE", str(workspace))
+        patch.setenv("GEM_APP_UMAP", "0")  # no background UMAP thread in AppTest
+        yield workspace

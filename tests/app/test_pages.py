@@ -1,12 +1,12 @@
-"""The Streamlit app under streamlit.testing.v1.AppTest, on the bundled sample."""
-
-from pathlib import Path
+"""The Streamlit app under streamlit.testing.v1.AppTest, on the bundled sample (own workspace)."""
 
 import numpy as np
-from streamlit.testing.v1 import AppTest
+import pandas as pd
 
-ENTRY = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
-PAGES = ["data", "fit", "map", "taxonomy", "compare", "mix"]
+from gem_app.app import session_keys as keys
+from gem_app.app import state as app_state
+from tests.app.helpers import PAGE_FILES, frame_with, metric, new_session, open_page
+
 TITLES = {
     "data": "Data",
     "fit": "Fit",
@@ -17,112 +17,94 @@ TITLES = {
 }
 
 
-def _app():
-    return AppTest.from_file(ENTRY, default_timeout=300)
-
-
-def _open(at, page):
-    at.switch_page(f"app_pages/{page}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def _metric(at, label):
-    return next(m.value for m in at.metric if m.label.startswith(label))
-
-
-def _weights(at):
-    table = next(df.value for df in at.dataframe if "weight" in df.value.columns)
-    return table["weight"].to_numpy(dtype=float)
-
-
-def _tax_table(at):
-    return next(df.value for df in at.dataframe if "terms" in df.value.columns)
-
-
 def test_every_page_renders_on_the_sample(app_env):
-    at = _app().run()
-    assert not at.exception, [e.value for e in at.exception]
-    for page in PAGES:
-        _open(at, page)
+    at = new_session()
+    assert at.title[0].value == TITLES["map"]  # the default page
+    for page in PAGE_FILES:
+        open_page(at, page)
         assert not at.error, [e.value for e in at.error]
         assert at.title[0].value == TITLES[page]
+    # the sidebar: the fit selector holds the sample fit; the workspace is this module's
+    assert at.sidebar.selectbox(key=keys.FIT_NAME).value == app_state.SAMPLE_FIT
+    assert any(str(app_env) in c.value for c in at.sidebar.caption)
     # the map page shows the point cap and the sample's numbers
-    _open(at, "map")
-    assert any("of 5,000" in c.value and "cap 30,000" in c.value for c in at.caption)
+    open_page(at, "map")
+    assert any(
+        "Showing **5,000 of 5,000**" in c.value and "cap 30,000" in c.value for c in at.caption
+    )
 
 
 def test_tau_slider_moves_weights_and_entropy_the_right_way(app_env):
-    at = _open(_app().run(), "mix")
-    entropy_1 = float(_metric(at, "Entropy").split()[0])
-    w1 = _weights(at)
-    natural = next(df.value for df in at.dataframe if "natural_share" in df.value.columns)[
-        "natural_share"
-    ]
-    np.testing.assert_allclose(w1, natural.to_numpy(dtype=float), atol=1e-9)  # tau = 1: w = rho
-    at.slider(key="mix_tau").set_value(4.0).run()
-    entropy_4 = float(_metric(at, "Entropy").split()[0])
-    w4 = _weights(at)
-    assert entropy_4 > entropy_1  # hotter: closer to uniform
-    assert np.ptp(w4) < np.ptp(w1)
-    at.slider(key="mix_tau").set_value(0.3).run()
-    assert float(_metric(at, "Entropy").split()[0]) < entropy_1
-    assert _weights(at).max() > w1.max()
+    at = open_page(new_session(), "mix")
+
+    def weights():
+        return frame_with(at, "weight")["weight"].to_numpy(dtype=float)
+
+    def entropy():
+        return float(metric(at, "Entropy").split()[0])
+
+    natural = frame_with(at, "natural_share")["natural_share"].to_numpy(dtype=float)
+    w1, entropy_1 = weights(), entropy()
+    np.testing.assert_allclose(w1, natural, atol=1e-9)  # tau = 1: w = the natural shares
+    np.testing.assert_allclose(entropy_1, -np.sum(natural * np.log(natural)), atol=1e-3)
+    at.slider(key=keys.MIX_TAU).set_value(4.0).run()
+    w4 = weights()
+    # independent reference: w ∝ natural^(1/tau)
+    reference = natural ** (1 / 4.0) / np.sum(natural ** (1 / 4.0))
+    np.testing.assert_allclose(w4, reference, atol=1e-4)
+    assert entropy() > entropy_1  # hotter: closer to uniform
+    at.slider(key=keys.MIX_TAU).set_value(0.3).run()
+    assert entropy() < entropy_1
+    assert weights().max() > w1.max()
 
 
-def test_bad_rows_show_the_validation_report(app_env, tmp_path):
-    at = _open(_app().run(), "data")
-    at.radio(key="data_source").set_value("Upload a file").run()
+def test_bad_rows_show_the_validation_report(app_env):
+    at = open_page(new_session(), "data")
+    at.radio(key=keys.DATA_SOURCE).set_value("Upload a file").run()
     lines = [
         '{"id": 1, "text": "a fine document about networking"}',
         '{"id": 2, "text": ""}',
         "not json at all",
         '{"id": 4, "text": "another fine document"}',
     ]
-    at.file_uploader(key="data_upload").upload(
+    at.file_uploader(key=keys.DATA_UPLOAD).upload(
         "bad.jsonl", ("\n".join(lines) + "\n").encode()
     ).run()
     assert not at.exception, [e.value for e in at.exception]
-    assert _metric(at, "Rejected rows") == "2"
-    assert _metric(at, "Valid rows") == "2"
+    assert metric(at, "Rejected rows") == "2"
+    assert metric(at, "Valid rows") == "2"
     rejected = next(
         df.value for df in at.dataframe if list(df.value.columns) == ["row", "id", "reason"]
     )
     assert sorted(rejected["row"].tolist()) == [1, 2]
     assert any("2 rows were rejected" in w.value for w in at.warning)
+    # the upload is stored in this module's workspace, content-addressed
+    (stored,) = (app_env / "uploads").glob("*-bad.jsonl")
+    assert stored.read_text() == "\n".join(lines) + "\n"
 
 
 def test_unreadable_path_is_a_message_not_a_traceback(app_env, tmp_path):
-    at = _open(_app().run(), "data")
-    at.radio(key="data_source").set_value("Server path").run()
-    at.text_input(key="data_path").set_value(str(tmp_path / "nope.jsonl")).run()
+    at = open_page(new_session(), "data")
+    at.radio(key=keys.DATA_SOURCE).set_value("Server path").run()
+    at.text_input(key=keys.DATA_PATH).set_value(str(tmp_path / "nope.jsonl")).run()
     assert not at.exception
-    assert any("does not exist" in e.value for e in at.error)
-
-
-def test_taxonomy_edit_survives_rerun_and_new_session(app_env):
-    at = _open(_app().run(), "taxonomy")
-    if at.button(key="tax_build") is not None and not any(tab.label == "Rename" for tab in at.tabs):
-        at.button(key="tax_build").click().run()
-    at.selectbox(key="tax_rename_node").set_value("3").run()
-    at.text_input(key="tax_rename_label").set_value("Curated name").run()
-    at.button(key="tax_rename").click().run()
-    assert not at.exception, [e.value for e in at.exception]
-    at.run()  # a plain rerun
-    table = _tax_table(at)
-    assert table.loc[table["id"] == "3", "label"].item() == "Curated name"
-    fresh = _open(_app().run(), "taxonomy")  # another session (or a reload) reads the workspace
-    table = _tax_table(fresh)
-    assert table.loc[table["id"] == "3", "label"].item() == "Curated name"
+    assert [e.value for e in at.error] == [
+        f"**Could not do that:** {tmp_path / 'nope.jsonl'} does not exist or is not a file; "
+        "check the path on the server"
+    ]
 
 
 def test_sessions_do_not_share_unsaved_state(app_env):
-    first = _open(_app().run(), "mix")
-    second = _open(_app().run(), "mix")
-    first.slider(key="mix_tau").set_value(5.0).run()
+    first = open_page(new_session(), "mix")
+    second = open_page(new_session(), "mix")
+    first.slider(key=keys.MIX_TAU).set_value(5.0).run()
     second.run()
-    assert first.slider(key="mix_tau").value == 5.0
-    assert second.slider(key="mix_tau").value == 1.0
-    assert float(_metric(second, "Entropy").split()[0]) < float(
-        _metric(first, "Entropy").split()[0]
+    assert first.slider(key=keys.MIX_TAU).value == 5.0
+    assert second.slider(key=keys.MIX_TAU).value == 1.0
+    assert float(metric(second, "Entropy").split()[0]) < float(metric(first, "Entropy").split()[0])
+    first_weights = frame_with(first, "weight")
+    second_weights = frame_with(second, "weight")
+    pd.testing.assert_series_equal(
+        second_weights["weight"], second_weights["natural_share"], check_names=False
     )
+    assert not np.allclose(first_weights["weight"], first_weights["natural_share"])

@@ -1,14 +1,19 @@
 """The app's non-UI logic (gem_app.app.state, gem_app.app.views) on small synthetic data."""
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from gem_app.app import state as app_state
+from gem_app.app.bundle import APP_ENTRY, PAGES_DIR, SAMPLE_DATA, SAMPLE_EMBEDDINGS
 from gem_app.cli import app_cmd
 from gem_app.evaluate.selection import sweep_k
+from gem_app.export.domains import domains_from_run
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +55,15 @@ def test_fit_is_saved_and_viewed(small_fit):
     assert app_state.list_fits(ws) == ["small"]
     view = app_state.fit_view(ws, "small")
     assert app_state.fit_view(ws, "small") is view  # shared, computed once
-    assert view.q.shape == (120, 3) and not view.q.flags.writeable
-    np.testing.assert_allclose(view.masses.sum(), 1.0)
+    assert not view.q.flags.writeable
+    np.testing.assert_allclose(view.q, view.run.proba(), atol=1e-6)
+    np.testing.assert_allclose(view.q.sum(axis=1), 1.0, atol=1e-5)
+    rho = np.asarray(view.model.cluster_masses_, dtype=float)
+    np.testing.assert_allclose(view.masses, rho / rho.sum(), rtol=1e-12)
+    tokens = view.run.frame["tokens"].to_numpy(float)
+    np.testing.assert_allclose(
+        view.cluster_tokens, [tokens[view.hard_labels == k].sum() for k in range(3)]
+    )
     # the clusters recover the three planted topics
     assert view.comparison.ari > 0.9
     table = view.cluster_documents(0, limit=5)
@@ -62,8 +74,6 @@ def test_fit_is_saved_and_viewed(small_fit):
 
 
 def test_cluster_domains_match_export(small_fit):
-    from gem_app.export.domains import domains_from_run
-
     ws, _ = small_fit
     view = app_state.fit_view(ws, "small")
     mine = view.domains()
@@ -106,8 +116,18 @@ def test_app_command_line():
     assert cmd[1:4] == ["-m", "streamlit", "run"]
     assert cmd[cmd.index("--server.headless") + 1] == "true"
     assert cmd[cmd.index("--server.port") + 1] == "8765"
-    assert cmd[4] == str(app_cmd.ENTRY) and app_cmd.ENTRY.is_file()
+    assert cmd[4] == str(APP_ENTRY) and APP_ENTRY.is_file()
     with pytest.raises(ValueError, match="port"):
         app_cmd.command(argparse.Namespace(port=0, address="x", open_browser=False, workspace=None))
     args.open_browser = True
     assert app_cmd.command(args)[app_cmd.command(args).index("--server.headless") + 1] == "false"
+
+
+def test_bundled_files_are_found_in_the_checkout():
+    # an editable install: the top-level pages/ and sample_data/ of the repository
+    assert PAGES_DIR == REPO / "pages"
+    assert APP_ENTRY == REPO / "pages" / "streamlit_app.py" and APP_ENTRY.is_file()
+    assert SAMPLE_DATA == REPO / "sample_data" / "debian_packages.parquet" and SAMPLE_DATA.is_file()
+    assert (
+        SAMPLE_EMBEDDINGS == REPO / "sample_data" / "embeddings.npy" and SAMPLE_EMBEDDINGS.is_file()
+    )

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import shared
 import streamlit as st
 
-from app_pages import _shared
+from gem_app.app import session_keys as keys
 from gem_app.app import state as app_state
 from gem_app.app.views import cluster_table, taxonomy_table
 from gem_app.viz import sunburst_figure, treemap_figure
 
 
 def main() -> None:
-    ws = _shared.workspace()
-    view = _shared.current_view()
+    ws = shared.workspace()
+    view = shared.current_view()
     st.title("Taxonomy")
 
     taxonomy = app_state.load_taxonomy(ws, view)
@@ -22,10 +23,10 @@ def main() -> None:
     ):
         c1, c2 = st.columns(2)
         second = c1.selectbox(
-            "Second level", ["none", "auto (BIC)", "2", "3", "4", "6"], key="tax_level2"
+            "Second level", ["none", "auto (BIC)", "2", "3", "4", "6"], key=keys.TAX_LEVEL2
         )
         c2.caption("Level 1 is the fit's clusters; a second level fits GEM inside each of them.")
-        if st.button("Build taxonomy", type="primary", key="tax_build"):
+        if st.button("Build taxonomy", type="primary", key=keys.TAX_BUILD):
             levels = (
                 (view.n_clusters,)
                 if second == "none"
@@ -41,9 +42,9 @@ def main() -> None:
 
     c1, c2 = st.columns([1, 1])
     chart = c1.segmented_control(
-        "Chart", ["Sunburst", "Treemap"], default="Sunburst", key="tax_chart"
+        "Chart", ["Sunburst", "Treemap"], default="Sunburst", key=keys.TAX_CHART
     )
-    colour = c2.segmented_control("Colour", ["GIS", "purity"], default="GIS", key="tax_colour")
+    colour = c2.segmented_control("Colour", ["GIS", "purity"], default="GIS", key=keys.TAX_COLOUR)
     colour_col, colour_title = ("gis", "GIS (nats)") if colour != "purity" else ("purity", "purity")
     plot_nodes = nodes.fillna({colour_col: 0.0})
     is_root = plot_nodes["id"] == "root"  # colour the root like its average child, not the total
@@ -59,7 +60,7 @@ def main() -> None:
         shown,
         hide_index=True,
         width="stretch",
-        key="tax_table",
+        key=keys.TAX_TABLE,
         column_config={
             "mass": st.column_config.ProgressColumn(
                 format="%.3f", min_value=0, max_value=float(shown["mass"].max() or 1)
@@ -78,9 +79,9 @@ def main() -> None:
         names = {n.id: f"{n.id}: {n.label}" for n in taxonomy.walk()}
         tabs = st.tabs(["Rename", "Merge", "Split", "Exclude"])
         with tabs[0]:
-            node = st.selectbox("Node", ids, format_func=names.get, key="tax_rename_node")
-            label = st.text_input("New label", key="tax_rename_label")
-            if st.button("Rename", key="tax_rename"):
+            node = st.selectbox("Node", ids, format_func=names.get, key=keys.TAX_RENAME_NODE)
+            label = st.text_input("New label", key=keys.TAX_RENAME_LABEL)
+            if st.button("Rename", key=keys.TAX_RENAME):
                 if not label.strip():
                     raise ValueError("type a new label for the node first")
                 app_state.edit_taxonomy(
@@ -89,34 +90,34 @@ def main() -> None:
                 st.rerun()
         with tabs[1]:
             picked = st.multiselect(
-                "Nodes with the same parent", ids, format_func=names.get, key="tax_merge_nodes"
+                "Nodes with the same parent", ids, format_func=names.get, key=keys.TAX_MERGE_NODES
             )
-            merged = st.text_input("Label of the merged node (optional)", key="tax_merge_label")
-            if st.button("Merge", key="tax_merge"):
+            merged = st.text_input("Label of the merged node (optional)", key=keys.TAX_MERGE_LABEL)
+            if st.button("Merge", key=keys.TAX_MERGE):
                 edit = {"op": "merge", "nodes": picked}
                 if merged.strip():
                     edit["label"] = merged.strip()
                 app_state.edit_taxonomy(ws, view, edit)
                 st.rerun()
         with tabs[2]:
-            node = st.selectbox("Node", ids, format_func=names.get, key="tax_split_node")
+            node = st.selectbox("Node", ids, format_func=names.get, key=keys.TAX_SPLIT_NODE)
             parts = st.number_input(
-                "Into how many", min_value=2, max_value=16, value=2, key="tax_split_n"
+                "Into how many", min_value=2, max_value=16, value=2, key=keys.TAX_SPLIT_N
             )
-            if st.button("Split", key="tax_split"):
+            if st.button("Split", key=keys.TAX_SPLIT):
                 with st.spinner("Fitting GEM inside the node…"):
                     app_state.edit_taxonomy(
                         ws, view, {"op": "split", "node": node, "n": int(parts), "seed": 0}
                     )
                 st.rerun()
         with tabs[3]:
-            node = st.selectbox("Node", ids, format_func=names.get, key="tax_exclude_node")
+            node = st.selectbox("Node", ids, format_func=names.get, key=keys.TAX_EXCLUDE_NODE)
             flag = st.checkbox(
                 "Excluded from the mixture",
                 value=bool(taxonomy.node(node).excluded),
-                key=f"tax_exclude_flag_{node}",
+                key=keys.tax_exclude_flag(node),
             )
-            if st.button("Apply", key="tax_exclude"):
+            if st.button("Apply", key=keys.TAX_EXCLUDE):
                 app_state.edit_taxonomy(
                     ws, view, {"op": "exclude", "node": node, "excluded": bool(flag)}
                 )
@@ -125,4 +126,4 @@ def main() -> None:
             st.json(taxonomy.edits)
 
 
-_shared.run_page(main)
+shared.run_page(main)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import shared
 import streamlit as st
 
-from app_pages import _shared
+from gem_app.app import session_keys as keys
 from gem_app.app import state as app_state
+from gem_app.app.chosen import ChosenWeights, cluster_weights
 from gem_app.export.document import build_mixture_document
 from gem_app.export.domains import mix_domains
 from gem_app.export.formats import FORMATS, render_mixture
@@ -26,8 +28,8 @@ def main() -> None:
         "weborganizer": "json",
     }
 
-    ws = _shared.workspace()
-    view = _shared.current_view()
+    ws = shared.workspace()
+    view = shared.current_view()
     st.title("Mix & Export")
 
     taxonomy = app_state.load_taxonomy(ws, view)
@@ -40,7 +42,7 @@ def main() -> None:
     total_tokens = float(domains.tokens.sum())
     st.caption(
         f"{len(domains)} domains ({'taxonomy leaves' if domains.source == 'taxonomy' else 'clusters'}), "
-        f"{_shared.fmt_tokens(total_tokens)} tokens."
+        f"{shared.fmt_tokens(total_tokens)} tokens."
     )
 
     c1, c2, c3, c4 = st.columns(4)
@@ -50,7 +52,7 @@ def main() -> None:
         10.0,
         1.0,
         0.05,
-        key="mix_tau",
+        key=keys.MIX_TAU,
         help="1 = natural shares; larger = closer to uniform; smaller = concentrate on the best",
     )
     beta = c2.slider(
@@ -59,17 +61,17 @@ def main() -> None:
         3.0,
         0.0,
         0.1,
-        key="mix_beta",
+        key=keys.MIX_BETA,
         help="Tilt towards clusters with high geometric influence",
     )
-    max_epochs = c3.slider("Max epochs (0 = no cap)", 0.0, 20.0, 0.0, 0.5, key="mix_epochs")
+    max_epochs = c3.slider("Max epochs (0 = no cap)", 0.0, 20.0, 0.0, 0.5, key=keys.MIX_EPOCHS)
     budget = c4.number_input(
         "Token budget",
         min_value=1.0,
         value=total_tokens,
         step=total_tokens / 10,
         format="%.0f",
-        key="mix_budget",
+        key=keys.MIX_BUDGET,
     )
 
     editor_base = pd.DataFrame(
@@ -83,7 +85,7 @@ def main() -> None:
     with st.expander("Per-domain multipliers and exclusions"):
         edited = st.data_editor(
             editor_base,
-            key=f"mix_editor_{view.name}_{tax_key[:8]}",
+            key=keys.mix_editor(view.name, tax_key),
             hide_index=True,
             disabled=["domain", "label"],
             width="stretch",
@@ -107,7 +109,18 @@ def main() -> None:
         exclude=exclude,
         boost=boost,
     )
-    st.session_state["mix_doc_weights"] = (view.name, report.weights[domains.document_domain])
+    st.session_state[keys.MIX_CHOSEN] = ChosenWeights(  # Map's "chosen weight" colouring
+        fit=view.name,
+        version=view.version,
+        weights=cluster_weights(
+            domains.document_domain,
+            report.weights,
+            view.hard_labels,
+            view.weights,
+            view.n_clusters,
+        ),
+        summary=f"τ = {tau:g}, β = {beta:g}" + (" and curator edits" if boost or exclude else ""),
+    )
 
     m = st.columns(4)
     m[0].metric("Entropy H(w)", f"{report.entropy:.3f} nats")
@@ -120,7 +133,7 @@ def main() -> None:
     left.plotly_chart(
         weights_figure(report.natural_share, report.weights, labels),
         width="stretch",
-        key="mix_weights_chart",
+        key=keys.MIX_WEIGHTS_CHART,
     )
     table = report.to_frame().drop(columns=["cluster"])
     table.insert(0, "domain", domains.ids)
@@ -131,7 +144,7 @@ def main() -> None:
         hide_index=True,
         width="stretch",
         height=420,
-        key="mix_table",
+        key=keys.MIX_TABLE,
         column_config={
             "natural_share": st.column_config.NumberColumn(format="%.4f"),
             "weight": st.column_config.NumberColumn(format="%.4f"),
@@ -152,9 +165,9 @@ def main() -> None:
     )
     r1, r2 = st.columns(2)
     T = r1.slider(
-        "Assignment temperature T", 0.1, 3.0, float(view.model.temperature), 0.05, key="mix_T"
+        "Assignment temperature T", 0.1, 3.0, float(view.model.temperature), 0.05, key=keys.MIX_T
     )
-    lam = r2.slider("Balance λ", 0.0, 20.0, float(view.model.balance), 0.1, key="mix_lambda")
+    lam = r2.slider("Balance λ", 0.0, 20.0, float(view.model.balance), 0.1, key=keys.MIX_LAMBDA)
     moved = view.reassign(T, lam)
     st.plotly_chart(
         masses_shift_figure(view.masses, moved.masses, view.label_names), width="stretch"
@@ -171,12 +184,12 @@ def main() -> None:
             fmt,
             lambda fmt=fmt: render_mixture(document(), fmt),
             file_name=f"{view.name}-{fmt}.{EXTENSIONS.get(fmt, 'txt')}",
-            key=f"mix_download_{fmt}",
+            key=keys.mix_download(fmt),
             width="stretch",
         )
     s1, s2 = st.columns([3, 1])
-    name = s1.text_input("Mixture name", value=f"{view.name}-tau{tau:g}", key="mix_name")
-    if s2.button("Save to workspace", type="primary", key="mix_save", width="stretch"):
+    name = s1.text_input("Mixture name", value=f"{view.name}-tau{tau:g}", key=keys.MIX_NAME)
+    if s2.button("Save to workspace", type="primary", key=keys.MIX_SAVE, width="stretch"):
         check_export_name(name)
         save_mixture(document(), name, ws)
         st.success(f"Saved as mixtures/{name} in the workspace.")
@@ -185,4 +198,4 @@ def main() -> None:
         st.caption("Saved mixtures: " + ", ".join(f"`{info.name}`" for info in saved))
 
 
-_shared.run_page(main)
+shared.run_page(main)

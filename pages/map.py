@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
+import shared
 import streamlit as st
 
-from app_pages import _shared
+from gem_app.app import session_keys as keys
 from gem_app.app import state as app_state
+from gem_app.app.chosen import natural_cluster_weights
 from gem_app.app.projection import DEFAULT_POINT_CAP, sphere_to_lonlat
 from gem_app.viz import flat_map_figure, globe_figure
 
 
 def main() -> None:
-    view = _shared.current_view()
+    view = shared.current_view()
     st.title("Map of the hypersphere")
     st.caption(
         f"{view.n_documents:,} documents on S^{view.model.n_features_in_ - 1}, "
@@ -24,9 +26,9 @@ def main() -> None:
         colour_options.insert(1, "human category")
     c1, c2, c3, c4 = st.columns([1.2, 1.3, 1.2, 1.3])
     shape = c1.segmented_control(
-        "View", ["Globe 3D", "Map 2D"], default="Globe 3D", key="map_shape"
+        "View", ["Globe 3D", "Map 2D"], default="Globe 3D", key=keys.MAP_SHAPE
     )
-    colour_by = c2.selectbox("Colour by", colour_options, key="map_colour")
+    colour_by = c2.selectbox("Colour by", colour_options, key=keys.MAP_COLOUR)
     cap = int(
         c3.number_input(
             "Point cap",
@@ -34,14 +36,14 @@ def main() -> None:
             max_value=200_000,
             value=DEFAULT_POINT_CAP,
             step=5_000,
-            key="map_cap",
+            key=keys.MAP_CAP,
             help="At most this many points go to the browser",
         )
     )
     want_umap = c4.toggle(
         "UMAP layout",
         value=app_state.env_flag("GEM_APP_UMAP", True),
-        key="map_umap",
+        key=keys.MAP_UMAP,
         help="UMAP (haversine output) on the shown points; computed once per fit in the background",
     )
 
@@ -63,7 +65,7 @@ def main() -> None:
                     "spherical projection meanwhile. Press **Refresh** in a moment.",
                     icon=":material/hourglass_top:",
                 )
-                st.button("Refresh", key="map_refresh")
+                st.button("Refresh", key=keys.MAP_REFRESH)
     st.caption(
         f"Showing **{len(rows):,} of {view.n_documents:,}** documents "
         f"(cap {cap:,}, stratified by cluster) · layout: {layout_name}"
@@ -77,12 +79,21 @@ def main() -> None:
     elif colour_by == "document GIS":
         colour = view.gis.document[rows].astype(float)
     else:
-        weights = st.session_state.get("mix_cluster_weights")
-        if weights is None or len(weights) != view.n_clusters:
-            weights = view.masses  # natural shares until a mixture is chosen on Mix & Export
+        chosen = st.session_state.get(keys.MIX_CHOSEN)
+        if chosen is not None and chosen.applies_to(view.name, view.version, view.n_clusters):
+            weights = chosen.weights
+            st.caption(
+                f"Colour: each cluster's share of the mixture chosen on Mix & Export ({chosen.summary})."
+            )
+        else:
+            weights = natural_cluster_weights(view.cluster_tokens)
+            st.caption(
+                "Colour: each cluster's natural share of the tokens (the default mixture, τ = 1); "
+                "choose a mixture on Mix & Export to see its weights here."
+            )
         colour = np.asarray(weights, dtype=float)[clusters]
     texts = view.run.frame["text"].to_numpy()[rows]
-    names = _shared.cluster_options(view)
+    names = shared.cluster_options(view)
     common = dict(
         hover=[str(t)[:200] for t in texts],
         rows=rows,
@@ -100,24 +111,26 @@ def main() -> None:
             fig,
             width="stretch",
             on_select="rerun",
-            key="map_flat",
+            key=keys.MAP_FLAT,
             selection_mode=("points", "box", "lasso"),
         )
         points = (event or {}).get("selection", {}).get("points", []) if event else []
         picked = [p["customdata"][1] for p in points if p.get("customdata") is not None]
         if picked:
-            st.session_state["map_cluster"] = names[int(np.bincount(picked).argmax())]
+            st.session_state[keys.MAP_CLUSTER] = names[int(np.bincount(picked).argmax())]
     else:
         st.plotly_chart(
-            globe_figure(xyz, colour, centres=centres, **common), width="stretch", key="map_globe"
+            globe_figure(xyz, colour, centres=centres, **common),
+            width="stretch",
+            key=keys.MAP_GLOBE,
         )
 
     st.subheader("Documents of a cluster")
     left, right = st.columns([1, 2])
     choice = left.selectbox(
-        "Cluster", names, key="map_cluster", help="Or select points on the 2D map"
+        "Cluster", names, key=keys.MAP_CLUSTER, help="Or select points on the 2D map"
     )
-    query = right.text_input("Search in its documents", key="map_search")
+    query = right.text_input("Search in its documents", key=keys.MAP_SEARCH)
     k = names.index(choice)
     label = view.labels[k]
     st.markdown(
@@ -137,4 +150,4 @@ def main() -> None:
     )
 
 
-_shared.run_page(main)
+shared.run_page(main)

@@ -8,16 +8,18 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
+import shared
 import streamlit as st
 
-from app_pages import _shared
+from gem_app.app import session_keys as keys
 from gem_app.app import state as app_state
+from gem_app.app.bundle import SAMPLE_DATA, SAMPLE_EMBEDDINGS
 from gem_app.io.corpus import load_corpus
 from gem_app.io.encoder import embed_texts
 
 
 def main() -> None:
-    ws = _shared.workspace()
+    ws = shared.workspace()
     st.title("Data")
     st.caption("Choose a corpus, map its columns and check every row before fitting.")
 
@@ -25,20 +27,22 @@ def main() -> None:
         "Corpus",
         ["Bundled sample", "Upload a file", "Server path"],
         horizontal=True,
-        key="data_source",
+        key=keys.DATA_SOURCE,
     )
     path = embeddings = None
     if source == "Bundled sample":
-        path, embeddings = app_state.SAMPLE_DATA, app_state.SAMPLE_EMBEDDINGS
+        path, embeddings = SAMPLE_DATA, SAMPLE_EMBEDDINGS
         st.markdown("5,000 Debian package descriptions over 58 sections, with MiniLM embeddings.")
     elif source == "Upload a file":
         upload = st.file_uploader(
             "Corpus (JSONL, CSV or Parquet)",
             type=["jsonl", "ndjson", "csv", "parquet"],
-            key="data_upload",
+            key=keys.DATA_UPLOAD,
         )
         emb_upload = st.file_uploader(
-            "Embeddings (.npy, one row per data row; optional)", type=["npy"], key="data_upload_npy"
+            "Embeddings (.npy, one row per data row; optional)",
+            type=["npy"],
+            key=keys.DATA_UPLOAD_NPY,
         )
         if upload is not None:
             path = app_state.save_upload(ws, upload.name, upload.getvalue())
@@ -46,9 +50,9 @@ def main() -> None:
             embeddings = app_state.save_upload(ws, emb_upload.name, emb_upload.getvalue())
         st.caption("For files over a few hundred MB, use a server path instead.")
     else:
-        typed = st.text_input("Path on the server (JSONL, CSV or Parquet)", key="data_path")
+        typed = st.text_input("Path on the server (JSONL, CSV or Parquet)", key=keys.DATA_PATH)
         typed_emb = st.text_input(
-            "Embeddings path (.npy or Parquet; optional)", key="data_emb_path"
+            "Embeddings path (.npy or Parquet; optional)", key=keys.DATA_EMB_PATH
         )
         if typed.strip():
             path = Path(typed.strip()).expanduser()
@@ -92,7 +96,7 @@ def main() -> None:
         options = ([none] if optional else []) + columns
         guess = defaults[role] if defaults[role] in columns else (none if optional else columns[0])
         return col.selectbox(
-            f"{role} column", options, index=options.index(guess), key=f"data_col_{role}_{path}"
+            f"{role} column", options, index=options.index(guess), key=keys.data_column(role, path)
         )
 
     text_col = _pick(cols[0], "text", False)
@@ -113,7 +117,7 @@ def main() -> None:
     m2.metric("Rejected rows", f"{len(corpus.rejected):,}")
     m3.metric(
         "Tokens",
-        _shared.fmt_tokens(corpus.frame["tokens"].sum()),
+        shared.fmt_tokens(corpus.frame["tokens"].sum()),
         help="estimated from UTF-8 bytes / 4" if corpus.tokens_estimated else None,
     )
     if len(corpus.rejected):
@@ -121,7 +125,7 @@ def main() -> None:
             f"{len(corpus.rejected)} rows were rejected; they are listed below and left out of the fit.",
             icon=":material/rule:",
         )
-        st.dataframe(corpus.rejected, hide_index=True, width="stretch", key="data_rejected")
+        st.dataframe(corpus.rejected, hide_index=True, width="stretch", key=keys.DATA_REJECTED)
     else:
         st.success("Every row is valid.", icon=":material/check_circle:")
     with st.expander("Full report and preview"):
@@ -136,7 +140,7 @@ def main() -> None:
             "No embeddings given: the offline MiniLM encoder embeds the valid texts "
             "(cached in the workspace, so the fit reuses them)."
         )
-        if st.button(f"Embed {len(corpus.frame):,} documents", key="data_embed"):
+        if st.button(f"Embed {len(corpus.frame):,} documents", key=keys.DATA_EMBED):
             bar = st.progress(0.0, text="Loading the encoder…")
             started = time.monotonic()
 
@@ -163,9 +167,9 @@ def main() -> None:
         "embeddings": None if embeddings is None else str(Path(embeddings).resolve()),
         **mapping,
     }
-    if st.button("Use this corpus on the Fit page", type="primary", key="data_use"):
-        st.session_state["dataset"] = dataset
+    if st.button("Use this corpus on the Fit page", type="primary", key=keys.DATA_USE):
+        st.session_state[keys.DATASET] = dataset
         st.success("Selected. Open **Fit** to fit GEM to it.")
 
 
-_shared.run_page(main)
+shared.run_page(main)

@@ -1,10 +1,16 @@
-"""Helpers shared by the pages: the workspace, the selected fit, errors, formatting."""
+"""Helpers shared by the pages: the workspace, the selected fit, errors, formatting.
+
+Imported as ``import shared``: Streamlit puts the entry script's folder (this one) on
+``sys.path`` while the app runs.
+"""
 
 from __future__ import annotations
 
 import streamlit as st
 
+from gem_app.app import session_keys as keys
 from gem_app.app import state as app_state
+from gem_app.storage.workspace import WorkspaceCorruption
 
 
 def workspace():
@@ -39,10 +45,10 @@ def ensure_fit_selected() -> str:
         app_state.ensure_sample_fit(ws, callback=callback)
         bar.empty()
         fits = app_state.list_fits(ws)
-    current = st.session_state.get("fit_name")
+    current = st.session_state.get(keys.FIT_NAME)
     if current not in fits:
-        st.session_state["fit_name"] = fits[0]
-    return st.session_state["fit_name"]
+        st.session_state[keys.FIT_NAME] = fits[0]
+    return st.session_state[keys.FIT_NAME]
 
 
 def sidebar() -> None:
@@ -51,7 +57,7 @@ def sidebar() -> None:
     ws = workspace()
     fits = app_state.list_fits(ws)
     with st.sidebar:
-        st.selectbox("Fit", fits, key="fit_name", help="Fits saved in the workspace")
+        st.selectbox("Fit", fits, key=keys.FIT_NAME, help="Fits saved in the workspace")
         st.caption(f"Workspace: `{ws.root}`")
 
 
@@ -76,8 +82,6 @@ def fmt_tokens(n: float) -> str:
 
 def run_page(body) -> None:
     """Run a page body; bad input becomes a message on the page, never a traceback."""
-    from gem_app.storage.workspace import WorkspaceCorruption
-
     try:
         body()
     except (ValueError, OSError, KeyError, WorkspaceCorruption) as exc:

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import shared
 import streamlit as st
 import torch
 
-from app_pages import _shared
+from gem_app.app import session_keys as keys
 from gem_app.app import state as app_state
+from gem_app.app.bundle import SAMPLE_DATA, SAMPLE_EMBEDDINGS
 from gem_app.evaluate.selection import sweep_k
 from gem_app.viz import masses_figure, objective_figure, sweep_figure
 
 
 def main() -> None:
-    ws = _shared.workspace()
+    ws = shared.workspace()
     st.title("Fit")
-    dataset = st.session_state.get("dataset") or {
-        "data": str(app_state.SAMPLE_DATA),
-        "embeddings": str(app_state.SAMPLE_EMBEDDINGS),
+    dataset = st.session_state.get(keys.DATASET) or {
+        "data": str(SAMPLE_DATA),
+        "embeddings": str(SAMPLE_EMBEDDINGS),
         "text_col": "text",
         "id_col": "id",
         "label_col": "section",
@@ -34,18 +36,18 @@ def main() -> None:
         + " — choose another on the Data page."
     )
 
-    with st.form("fit_form"):
+    with st.form(keys.FIT_FORM):
         c1, c2, c3 = st.columns(3)
-        auto = c1.checkbox("Choose K automatically (BIC sweep)", key="fit_auto")
-        k = c1.number_input("K (clusters)", min_value=2, max_value=1024, value=16, key="fit_k")
-        k_range = c1.slider("Sweep range", 2, 64, (4, 32), step=2, key="fit_k_range")
+        auto = c1.checkbox("Choose K automatically (BIC sweep)", key=keys.FIT_AUTO)
+        k = c1.number_input("K (clusters)", min_value=2, max_value=1024, value=16, key=keys.FIT_K)
+        k_range = c1.slider("Sweep range", 2, 64, (4, 32), step=2, key=keys.FIT_K_RANGE)
         balance = c2.slider(
             "Balance λ",
             0.0,
             10.0,
             1.0,
             0.1,
-            key="fit_balance",
+            key=keys.FIT_BALANCE,
             help="Weight of the entropy of the cluster masses; larger = more equal clusters",
         )
         temperature = c2.slider(
@@ -54,17 +56,17 @@ def main() -> None:
             3.0,
             1.0,
             0.05,
-            key="fit_temperature",
+            key=keys.FIT_TEMPERATURE,
             help="1 = EM posteriors; smaller = harder assignments",
         )
-        seed = c3.number_input("Seed", min_value=0, value=0, key="fit_seed")
+        seed = c3.number_input("Seed", min_value=0, value=0, key=keys.FIT_SEED)
         devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-        device = c3.selectbox("Device", devices, key="fit_device")
+        device = c3.selectbox("Device", devices, key=keys.FIT_DEVICE)
         concentration = c3.selectbox(
-            "Concentration", ["tied", "per-cluster"], key="fit_concentration"
+            "Concentration", ["tied", "per-cluster"], key=keys.FIT_CONCENTRATION
         )
         name = st.text_input(
-            "Save as", value=f"{Path(dataset['data']).stem}-k{k}-s{seed}", key="fit_name_new"
+            "Save as", value=f"{Path(dataset['data']).stem}-k{k}-s{seed}", key=keys.FIT_NAME_NEW
         )
         submitted = st.form_submit_button("Fit", type="primary")
 
@@ -92,12 +94,12 @@ def main() -> None:
             )
             bar.empty()
             k = int(curve.loc[curve["bic"].idxmin(), "k"])
-            st.session_state["fit_sweep"] = curve
+            st.session_state[keys.FIT_SWEEP] = curve
             st.plotly_chart(
                 sweep_figure(curve["k"], curve["bic"], chosen=k, metric="BIC (lower is better)"),
                 width="stretch",
             )
-            name = name.replace(f"-k{st.session_state['fit_k']}-", f"-k{k}-")
+            name = name.replace(f"-k{st.session_state[keys.FIT_K]}-", f"-k{k}-")
         bar = st.progress(0.0, text="Fitting…")
         max_iter = 100
 
@@ -117,10 +119,10 @@ def main() -> None:
             **params,
         )
         bar.progress(1.0, text="Done")
-        st.session_state["fit_name"] = name
+        st.session_state[keys.FIT_NAME] = name
         st.success(f"Saved as **{name}** in the workspace; the other pages now show it.")
 
-    view = _shared.current_view()
+    view = shared.current_view()
     model = view.model
     st.subheader(f"Fit `{view.name}`")
     m = st.columns(5)
@@ -129,7 +131,7 @@ def main() -> None:
     m[2].metric("Iterations", model.n_iter_)
     m[3].metric("Objective J", f"{model.objective_:.4g}")
     m[4].metric("Anisotropy R0", f"{model.anisotropy_:.3f}")
-    sweep = st.session_state.get("fit_sweep")
+    sweep = st.session_state.get(keys.FIT_SWEEP)
     if sweep is not None:
         best = int(sweep.loc[sweep["bic"].idxmin(), "k"])
         st.plotly_chart(
@@ -143,4 +145,4 @@ def main() -> None:
     )
 
 
-_shared.run_page(main)
+shared.run_page(main)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import pandas as pd
+import shared
 import streamlit as st
 
-from app_pages import _shared
+from gem_app.app import session_keys as keys
 from gem_app.viz import contingency_heatmap, sankey_figure
 
 
 def main() -> None:
-    view = _shared.current_view()
+    view = shared.current_view()
     st.title("Compare with the human taxonomy")
     result = view.comparison
     if result is None:
@@ -64,7 +65,7 @@ def main() -> None:
             0.005,
             0.001,
             format="%.3f",
-            key="cmp_min_share",
+            key=keys.CMP_MIN_SHARE,
         )
         st.plotly_chart(
             sankey_figure(result.table, cluster_labels=names, min_share=min_share), width="stretch"
@@ -72,7 +73,7 @@ def main() -> None:
 
     st.subheader("GEM and the baselines")
     run_baselines = st.toggle(
-        "Include baselines (k-means, vMF-EM with a learned prior)", key="cmp_baselines"
+        "Include baselines (k-means, vMF-EM with a learned prior)", key=keys.CMP_BASELINES
     )
     results = view.baseline_comparisons() if run_baselines else {"GEM": result}
     metrics = (
@@ -84,7 +85,7 @@ def main() -> None:
         metrics,
         hide_index=True,
         width="stretch",
-        key="cmp_metrics",
+        key=keys.CMP_METRICS,
         column_config={
             c: st.column_config.NumberColumn(format="%.3f") for c in metrics.columns[1:]
         },
@@ -98,4 +99,4 @@ def main() -> None:
     right.dataframe(_flatten(result.mixed_clusters), hide_index=True, width="stretch")
 
 
-_shared.run_page(main)
+shared.run_page(main)
