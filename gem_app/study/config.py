@@ -13,7 +13,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from gem_app.evaluate.proxy import TARGETS, ProxyConfig, proxy_config
+from gem_app.evaluate.proxy import DATA_ORDER_VERSION, TARGETS, ProxyConfig, proxy_config
 
 __all__ = ["DOMAIN_SOURCES", "METHODS", "DEFAULT_CANDIDATES", "StudyConfig"]
 
@@ -160,6 +160,7 @@ class StudyConfig:
         """What fixes the meaning of a finished proxy (JSON-ready)."""
         return {
             "proxy": self.proxy_config().to_dict(),
+            "data_order": DATA_ORDER_VERSION,
             "seed": int(self.seed),
             "domains": self.domains,
             "max_epochs": float(self.max_epochs),

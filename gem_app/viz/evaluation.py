@@ -72,7 +72,7 @@ def _cells(values: np.ndarray) -> list[list]:
 
 
 def _significant(delta: np.ndarray, sigma, n_sigma: float) -> np.ndarray:
-    """Cells whose change is at least ``n_sigma`` seed-noise standard deviations (all without sigma)."""
+    """Cells whose change reaches ``n_sigma`` seed-noise deviations (every cell without sigma)."""
     finite = np.isfinite(delta)
     if sigma is None:
         return finite
@@ -212,7 +212,9 @@ def predicted_measured_figure(
                 mode="markers",
                 marker={"color": "#3b6fb6", "size": 16, "symbol": "star"},
                 name="recommended",
-                hovertemplate="recommended<br>predicted %{x:.4f}<br>measured %{y:.4f}<extra></extra>",
+                hovertemplate=(
+                    "recommended<br>predicted %{x:.4f}<br>measured %{y:.4f}<extra></extra>"
+                ),
             )
         )
     fig = go.Figure(traces)
@@ -220,5 +222,7 @@ def predicted_measured_figure(
     fig.update_yaxes(title="measured (bits per byte)", scaleanchor="x", scaleratio=1)
     title = None
     if cv_spearman is not None and np.isfinite(cv_spearman):
-        title = f"cross-validated Spearman ρ = {cv_spearman:.2f}" + (f" ({model})" if model else "")
+        title = f"cross-validated Spearman ρ = {cv_spearman:.2f}"
+        if model:
+            title += f" ({model})"
     return finish(fig, title=title, height=440)

@@ -119,11 +119,10 @@ def test_mixture_plan_follows_weights_and_pairs_mixtures():
     assert np.allclose(share, [0.6, 0.3, 0.1], atol=0.03)
     # common random numbers: rows that fall in domain 2 under both mixtures coincide...
     assert np.array_equal(dom_a == 2, dom_b == 2)
-    # ...and each domain's windows are read in one fixed order, a prefix of the longer one
-    for k in range(3):
-        a, b = win_a[dom_a == k], win_b[dom_b == k]
-        n = min(a.size, b.size)
-        assert np.array_equal(a[:n], b[:n])
+    # ...and wherever both mixtures pick the same domain, they read the same window
+    same = dom_a == dom_b
+    assert same.mean() > 0.6
+    assert np.array_equal(win_a[same], win_b[same])
     again = mixture_plan(lengths, [0.6, 0.3, 0.1], **kwargs)
     assert np.array_equal(again[0], dom_a) and np.array_equal(again[1], win_a)
 
@@ -137,10 +136,10 @@ def test_epoch_caps_are_never_exceeded_and_rows_move_to_other_domains():
     used = np.bincount(domain, minlength=3)
     assert used[0] == math.floor(2.0 * windows[0])
     assert used.sum() == 800
-    for k in range(3):  # each epoch is a permutation of the domain's windows
-        w = window[domain == k]
-        for start in range(0, w.size - windows[k] + 1, windows[k]):
-            assert sorted(w[start : start + windows[k]]) == list(range(windows[k]))
+    for k in range(3):  # windows are spread over the whole domain
+        read = window[domain == k]
+        assert read.min() >= 0 and read.max() < windows[k]
+        assert np.unique(read).size >= min(read.size, windows[k]) * 0.5
     caps = domain_caps(lengths, context=16, rows=800, max_epochs=2.0)
     assert np.allclose(caps, 2.0 * windows / 800)
     with pytest.raises(ValueError, match="no data"):

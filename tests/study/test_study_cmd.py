@@ -1,4 +1,4 @@
-"""`gem study` through gem_app.cli.main: export of the recommendation, bad input, kill -9 + rerun."""
+"""`gem study` through gem_app.cli.main: export of the recommendation, bad input, kill -9."""
 
 from __future__ import annotations
 

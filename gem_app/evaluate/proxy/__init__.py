@@ -16,6 +16,7 @@ Pure machinery, with no run folders or files (those are :mod:`gem_app.study`'s):
 """
 
 from gem_app.evaluate.proxy.data import (
+    DATA_ORDER_VERSION,
     HeldOut,
     TokenStreams,
     WindowReader,
@@ -58,6 +59,7 @@ from gem_app.evaluate.proxy.train import (
 )
 
 __all__ = [
+    "DATA_ORDER_VERSION",
     "EOS",
     "PRESETS",
     "TARGETS",

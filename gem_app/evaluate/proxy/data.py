@@ -8,11 +8,14 @@
 - :func:`build_heldout`: the held-out documents as one stream, with the owner of every token.
 - :func:`mixture_plan`: which window every training sequence reads. All proxies of a study
   share the data-order seed: sequence ``r`` takes the domain where a fixed uniform ``u_r``
-  falls in the mixture's cumulative weights (common random numbers), and the ``j``-th
-  sequence of domain ``k`` is the ``j``-th window of a fixed per-domain order. Two mixtures
-  therefore read the same windows, in the same order, in different amounts; that pairing is
-  what makes differences between mixtures larger than the seed noise. A domain that reaches
-  its epoch cap drops out and its rows go to the others (renormalised).
+  falls in the mixture's cumulative weights (common random numbers), and reads window
+  ``perm_k[r mod n_k]`` of that domain (``perm_k`` a fixed permutation of its ``n_k``
+  windows). Two mixtures therefore read the very same window at every position where they
+  pick the same domain, and differ only where the weights move a row to another domain; that
+  pairing is what makes differences between mixtures larger than the seed noise. A domain
+  reads ``rows_k / n_k`` epochs on average (windows are sampled, so a window can repeat before
+  every other one was read); one that reaches its epoch cap drops out and its rows go to the
+  others (renormalised).
 - :func:`balanced_plan`: every step holds the same number of sequences of every domain
   (DoReMi's batches).
 """
@@ -27,7 +30,11 @@ import torch
 
 from gem_app.mixing.weights import epoch_caps
 
+#: Version of the data-order scheme below; part of a study's identity (a change retrains).
+DATA_ORDER_VERSION = 2
+
 __all__ = [
+    "DATA_ORDER_VERSION",
     "TokenStreams",
     "HeldOut",
     "heldout_split",
@@ -232,13 +239,12 @@ def domain_caps(lengths, *, context: int, rows: int, max_epochs: float | None) -
     return caps
 
 
-def _window_order(seed: int, domain: int, n_windows: int, n_uses: int) -> np.ndarray:
-    """The first ``n_uses`` windows of domain ``domain``: one fresh permutation per epoch."""
-    if n_uses == 0:
+def _windows(seed: int, domain: int, n_windows: int, rows: np.ndarray) -> np.ndarray:
+    """Window read by each of ``rows`` in ``domain``: ``perm[row mod n_windows]``."""
+    if rows.size == 0:
         return np.zeros(0, dtype=np.int64)
-    rng = np.random.default_rng([int(seed), int(domain)])
-    epochs = -(-n_uses // n_windows)
-    return np.concatenate([rng.permutation(n_windows) for _ in range(epochs)])[:n_uses]
+    perm = np.random.default_rng([int(seed), int(domain)]).permutation(int(n_windows))
+    return perm[rows % n_windows]
 
 
 def _capped_domains(u: np.ndarray, weights: np.ndarray, caps: np.ndarray) -> np.ndarray:
@@ -330,7 +336,7 @@ def mixture_plan(
     window = np.empty(rows, dtype=np.int64)
     for k in range(w.size):
         where = np.flatnonzero(domain == k)
-        window[where] = _window_order(seed, k, int(n_windows[k]), where.size)
+        window[where] = _windows(seed, k, int(n_windows[k]), where)
     return domain, window
 
 
@@ -340,7 +346,7 @@ def balanced_plan(
     """Every step holds ``rows_per_domain`` sequences of every non-empty domain (DoReMi).
 
     Returns ``domain`` and ``window`` of shape (steps * rows_per_domain * K_nonempty,), grouped
-    by step; windows follow the same per-domain order as :func:`mixture_plan`.
+    by step; windows are chosen as in :func:`mixture_plan`.
     """
     n_windows = window_counts(lengths, context)
     present = np.flatnonzero(n_windows > 0)
@@ -349,7 +355,7 @@ def balanced_plan(
     window = np.empty(domain.size, dtype=np.int64)
     for k in present:
         where = np.flatnonzero(domain == k)
-        window[where] = _window_order(seed, int(k), int(n_windows[k]), where.size)
+        window[where] = _windows(seed, int(k), int(n_windows[k]), where)
     return domain, window
 
 

@@ -87,13 +87,13 @@ class ProxyConfig:
         return dataclasses.asdict(self)
 
 
-#: Proxy sizes: a test run, a 2-core CPU (about 20-40 s per proxy idle), one CUDA GPU.
+#: Proxy sizes: a test run, a 2-core CPU (about 0.8M tokens, 20-40 s per proxy), one CUDA GPU.
 PRESETS: dict[str, ProxyConfig] = {
     "ci": ProxyConfig(
         vocab_size=320, width=32, layers=1, heads=2, context=64, batch_size=8, steps=40, lr=5e-3
     ),
     "cpu": ProxyConfig(
-        vocab_size=1024, width=64, layers=2, heads=4, context=256, batch_size=16, steps=300
+        vocab_size=1024, width=64, layers=2, heads=4, context=256, batch_size=16, steps=200
     ),
     "gpu": ProxyConfig(
         vocab_size=8192,

@@ -1,0 +1,334 @@
+"""Proxy studies measured: does the recommended mixture beat natural and uniform? What does it cost?
+
+Three parts (issue 11); numbers go to docs/evaluation.md::
+
+    # 1. a full study (RegMix, then DoReMi in the same folder) on a run with K = 8 domains
+    python bench/bench_study.py study --data sample_data/debian_packages.parquet \\
+        --embeddings sample_data/embeddings.npy --work /tmp/bench_sample --proxies 24
+    # 2. --domains clusters vs --domains labels at the same budget, on the same held-out text
+    python bench/bench_study.py compare --work /tmp/bench_sample --proxies 24
+    # 3. proxy training throughput against a bare torch loop of the same model
+    python bench/bench_study.py throughput --preset cpu --steps 60
+
+``study`` fits the run (``--k 8``, label column ``section``, tokens column ``tokens``) into
+``WORK/run`` unless it exists, runs ``gem_app.study.run_study`` into ``WORK/study-clusters``
+and prints, for natural, uniform, the GEM temperature sweep, DoReMi and the recommended
+mixture: overall and worst-domain held-out bits per byte, the target (mean over domains) and
+the paired difference to natural and uniform over the seeds, with the seed noise sigma.
+It writes ``WORK/summary-clusters.json``. ``compare`` runs the same study with
+``--domains labels`` and scores both recommendations on common yardsticks (overall bits per
+byte, mean over the run's clusters, mean over the human categories), from the per-document
+held-out losses. Wall times and the machine's load average are recorded: the bench machine is
+shared, and contention slows proxies several times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gem_app.evaluate.proxy import (
+    bits_per_byte,
+    build_model,
+    build_streams,
+    proxy_config,
+    torch_threads,
+    train_proxy,
+)
+from gem_app.evaluate.proxy.train import train_steps
+from gem_app.storage.runs import fit_corpus, load_run
+from gem_app.study import StudyConfig, StudyFolder, run_study
+from gem_app.study.prepare import prepare_study
+from gem_app.study.report import mean_bpb
+
+
+def _load() -> str:
+    return "/".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def _run(args) -> Path:
+    run_dir = Path(args.work) / "run"
+    if not (run_dir / "model.json").is_file():
+        start = time.perf_counter()
+        fit_corpus(
+            args.data,
+            run_dir,
+            n_clusters=args.k,
+            embeddings=args.embeddings,
+            label_col="section",
+            tokens_col="tokens",
+            random_state=0,
+        )
+        print(f"fitted K={args.k} into {run_dir} in {time.perf_counter() - start:.0f} s")
+    return run_dir
+
+
+def _config(args, **overrides) -> StudyConfig:
+    return StudyConfig(
+        preset=args.preset,
+        steps=args.steps,
+        n_proxies=args.proxies,
+        threads=args.threads,
+        **overrides,
+    )
+
+
+def _progress(log):
+    def report(event):
+        if event.step == 0 and event.proxy and event.message:
+            stamp = f"[{time.strftime('%H:%M:%S')} load {_load()}]"
+            log(f"{stamp} {event.done}/{event.total} {event.message}")
+
+    return report
+
+
+def _by_mixture(proxies) -> dict:
+    out = {}
+    for p in proxies:
+        key = p["name"].rsplit("-s", 1)[0].removeprefix("anchor-")
+        out.setdefault(key, {})[int(p["seed"])] = p
+    return out
+
+
+def _summary(study: dict, seeds: list[int]) -> dict:
+    """Per mixture: overall, worst and mean bpb at the main seed; paired differences."""
+    mixtures = _by_mixture(study["proxies"])
+    natural, uniform = mixtures["natural"], mixtures["uniform"]
+    rows = {}
+    for name, by_seed in mixtures.items():
+        if name.startswith("candidate"):
+            continue
+        main = by_seed[seeds[0]]
+        row = {
+            "overall": main["overall_bpb"],
+            "worst": max(v for v in main["bpb"] if v is not None),
+            "mean": mean_bpb(main["bpb"]),
+            "seeds": sorted(by_seed),
+        }
+        for ref_name, ref in (("natural", natural), ("uniform", uniform)):
+            common = [s for s in by_seed if s in ref]
+            diffs = [mean_bpb(by_seed[s]["bpb"]) - mean_bpb(ref[s]["bpb"]) for s in common]
+            row[f"mean_minus_{ref_name}"] = diffs
+        rows[name] = row
+    return rows
+
+
+def _print_summary(rows: dict, noise: dict) -> None:
+    sigma = noise["mean_bpb_std"] or float("nan")
+    print(
+        f"seed noise (std over seeds of one mixture): mean {sigma:.4f}, overall "
+        f"{noise['overall_bpb_std'] or float('nan'):.4f} bits/byte"
+    )
+    print(
+        f"{'mixture':<22} {'overall':>8} {'worst':>8} {'mean':>8} "
+        f"{'d(nat) mean':>12} {'d(uni) mean':>12} {'seeds':>6}"
+    )
+    for name, row in rows.items():
+        dn = row["mean_minus_natural"]
+        du = row["mean_minus_uniform"]
+        print(
+            f"{name:<22} {row['overall']:8.4f} {row['worst']:8.4f} {row['mean']:8.4f} "
+            f"{np.mean(dn):+12.4f} {np.mean(du):+12.4f} {len(row['seeds']):>6}"
+        )
+
+
+def study(args) -> dict:
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    run_dir = _run(args)
+    out = work / f"study-{args.domains}"
+    log = print
+    timings = {}
+    results = {}
+    for method in args.methods.split(","):
+        config = _config(args, method=method, domains=args.domains)
+        log(f"== {method} study of {run_dir} into {out} (load {_load()})")
+        start = time.perf_counter()
+        result = run_study(run_dir, out, config, progress=_progress(log))
+        timings[method] = {
+            "wall_s": time.perf_counter() - start,
+            "trained": len(result.trained),
+            "reused": len(result.reused),
+            "load_after": _load(),
+        }
+        results[method] = result
+        log(
+            f"   {method}: {timings[method]['wall_s']:.0f} s, trained {len(result.trained)}, "
+            f"reused {len(result.reused)}"
+        )
+    merged = {}
+    for result in results.values():
+        for p in result.study["proxies"]:
+            merged[p["name"]] = p
+    first = next(iter(results.values()))
+    combined = dict(first.study, proxies=list(merged.values()))
+    seeds = _config(args).seeds
+    rows = _summary(combined, seeds)
+    _print_summary(rows, first.study["noise"])
+    seconds = [p["seconds"] for p in merged.values()]
+    regmix = results.get("regmix")
+    summary = {
+        "run": str(run_dir),
+        "domains": args.domains,
+        "preset": args.preset,
+        "steps": _config(args).proxy_config().steps,
+        "proxies": len(merged),
+        "noise": first.study["noise"],
+        "regression": regmix.study["regression"] if regmix else None,
+        "regression_scores": regmix.regression.get("scores") if regmix else None,
+        "recommended": regmix.study["recommended"] if regmix else None,
+        "mixtures": rows,
+        "seconds_per_proxy": {"median": float(np.median(seconds)), "max": float(np.max(seconds))},
+        "timings": timings,
+        "tokens_per_second_median": float(
+            np.median([r["tokens_per_second"] for r in _records(out, merged)])
+        ),
+    }
+    (work / f"summary-{args.domains}.json").write_text(json.dumps(summary, indent=2))
+    print(
+        json.dumps(
+            {
+                k: summary[k]
+                for k in (
+                    "regression",
+                    "regression_scores",
+                    "seconds_per_proxy",
+                    "timings",
+                    "tokens_per_second_median",
+                )
+            },
+            indent=1,
+        )
+    )
+    return summary
+
+
+def _records(out: Path, merged: dict) -> list[dict]:
+    folder = StudyFolder(out)
+    return [folder.record(name) for name in merged]
+
+
+def compare(args) -> None:
+    """Clusters vs labels: each study's recommendation scored on common yardsticks."""
+    work = Path(args.work)
+    run_dir = _run(args)
+    run = load_run(run_dir)
+    summaries = {}
+    for source in ("clusters", "labels"):
+        args.domains = source
+        args.methods = "regmix"
+        summaries[source] = study(args)
+    clusters_cfg = _config(args, domains="clusters")
+    data = prepare_study(run, clusters_cfg)
+    labels = run.assignments["label"].astype(str).to_numpy()
+    categories, codes = np.unique(labels[data.heldout.rows], return_inverse=True)
+    weight = data.heldout_weight
+    size = data.heldout.doc_bytes * weight
+    print(
+        f"{'domains':<10} {'mixture':<18} {'overall':>8} {'mean/clusters':>14} "
+        f"{'mean/categories':>16}"
+    )
+    table = {}
+    for source in ("clusters", "labels"):
+        folder = StudyFolder(work / f"study-{source}")
+        study_doc = json.loads((work / f"study-{source}" / "study.json").read_text())
+        for p in study_doc["proxies"]:
+            if p["kind"] not in ("recommended",) and p["name"] not in (
+                "anchor-natural-s0",
+                "anchor-uniform-s0",
+            ):
+                continue
+            nats = folder.losses(p["name"]) * weight
+            overall = float(bits_per_byte(nats, size)[0])
+            per_cluster = bits_per_byte(nats, size, data.heldout_domain, len(data.domains))
+            per_category = bits_per_byte(nats, size, codes, len(categories))
+            row = {
+                "overall": overall,
+                "mean_clusters": float(np.nanmean(per_cluster)),
+                "mean_categories": float(np.nanmean(per_category)),
+            }
+            table[f"{source}/{p['name']}"] = row
+            print(
+                f"{source:<10} {p['name']:<18} {row['overall']:8.4f} "
+                f"{row['mean_clusters']:14.4f} {row['mean_categories']:16.4f}"
+            )
+    (work / "compare.json").write_text(json.dumps(table, indent=2))
+
+
+def throughput(args) -> None:
+    """Tokens/s of train_proxy and of a bare loop (same model, optimizer, batch) on CPU."""
+    config = proxy_config(args.preset, steps=args.steps)
+    rng = np.random.default_rng(0)
+    lengths = [200_000, 120_000, 80_000]
+    from_tokens = [rng.integers(0, config.vocab_size - 1, n).astype(np.int32) for n in lengths]
+    streams = build_streams(
+        from_tokens,
+        np.arange(3),
+        np.arange(3),
+        3,
+        eos_id=config.vocab_size - 1,
+        vocab_size=config.vocab_size,
+        doc_bytes=np.array(lengths) * 2,
+    )
+    data = torch.randint(
+        0, config.vocab_size, (config.steps, config.batch_size, config.context + 1)
+    )
+    for threads in [int(t) for t in args.threads_list.split(",")]:
+        with torch_threads(threads):
+            results = {}
+            for _ in range(args.repeats):
+                model = build_model(config, config.vocab_size, init_seed=0, device="cpu")
+                start = time.perf_counter()
+                train_steps(model, config, lambda s: (data[s, :, :-1], data[s, :, 1:]))
+                bare = config.budget / (time.perf_counter() - start)
+                trained = train_proxy(
+                    config,
+                    streams,
+                    [0.5, 0.3, 0.2],
+                    init_seed=0,
+                    data_seed=0,
+                    max_epochs=None,
+                    device="cpu",
+                )
+                results.setdefault("bare", []).append(bare)
+                results.setdefault("proxy", []).append(trained.tokens_per_second)
+            bare, proxy = max(results["bare"]), max(results["proxy"])
+            print(
+                f"preset {args.preset} threads {threads}: bare loop {bare:,.0f} tok/s, "
+                f"train_proxy {proxy:,.0f} tok/s, ratio {bare / proxy:.2f} (load {_load()})"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("study", "compare"):
+        p = sub.add_parser(name)
+        p.add_argument("--data", default="sample_data/debian_packages.parquet")
+        p.add_argument("--embeddings", default="sample_data/embeddings.npy")
+        p.add_argument("--work", required=True)
+        p.add_argument("--k", type=int, default=8)
+        p.add_argument("--preset", default="cpu")
+        p.add_argument("--steps", type=int, default=None)
+        p.add_argument("--proxies", type=int, default=24)
+        p.add_argument("--threads", type=int, default=1)
+        p.add_argument("--domains", default="clusters")
+        p.add_argument("--methods", default="regmix,doremi")
+    p = sub.add_parser("throughput")
+    p.add_argument("--preset", default="cpu")
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--threads-list", default="1,2")
+    args = parser.parse_args()
+    {"study": study, "compare": compare, "throughput": throughput}[args.command](args)
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    main()
