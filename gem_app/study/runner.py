@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 
 from gem_app.evaluate.proxy import (
-    LogLinearRegressor,
     TinyGPT,
     build_model,
     doremi_weights,
@@ -36,9 +35,6 @@ from gem_app.evaluate.proxy import (
     project_to_caps,
     resolve_device,
     score_heldout,
-    select_regressor,
-    solve_kl,
-    topk_average,
     torch_threads,
     train_proxy,
 )
@@ -47,6 +43,7 @@ from gem_app.storage.runs import FitRun, load_run
 from gem_app.study.anchors import anchor_mixtures, candidate_mixtures, current_weights
 from gem_app.study.config import StudyConfig
 from gem_app.study.prepare import StudyData, measure, prepare_study
+from gem_app.study.recommend import fit_regression, regression_data, search_mixture
 from gem_app.study.report import recommended_document, study_document
 from gem_app.study.store import StudyFolder, state_dict_of
 from gem_app.utils.files import file_sha256
@@ -222,57 +219,6 @@ def _plan_anchors(data: StudyData, config: StudyConfig, current) -> list[Planned
     return plan
 
 
-def _regression_data(records: list[dict]):
-    W = np.array([r["weights"] for r in records], dtype=np.float64)
-    Y = np.array([[np.nan if v is None else v for v in r["bpb"]] for r in records], dtype=float)
-    scored = np.all(np.isfinite(Y), axis=0)
-    Y[:, ~scored] = 1.0
-    return W, Y, scored
-
-
-def _regression(config, target, records):
-    """The regressor chosen on the main-seed records, and its summary for regression.json."""
-    W, Y, _ = _regression_data(records)
-    choice = select_regressor(W, Y, target, random_state=config.seeds[0])
-    summary = {
-        "model": choice.name,
-        "cv_spearman": choice.cv_spearman,
-        "n": choice.n,
-        "scores": choice.scores,
-        "names": [r["name"] for r in records],
-        "oof": [float(v) for v in choice.oof],
-        "measured": [float(v) for v in target(Y)],
-    }
-    return choice, summary
-
-
-def _search(data, config, target, records, choice):
-    """Recommended weights: exact KL solve (log-linear law) or top-k averaging (boosting)."""
-    W, Y, _ = _regression_data(records)
-    law = choice.model if choice.name == "log-linear" else LogLinearRegressor().fit(W, Y)
-    exact = solve_kl(law, target, data.natural, data.caps, lam=config.kl_penalty)
-    draws = candidate_mixtures(
-        data, config.search_draws, max_epochs=config.max_epochs, seed=config.seeds[0] + 7919
-    )
-    topk, _ = topk_average(
-        lambda X: target(choice.model.predict(X)), draws, top_k=min(config.top_k, len(draws))
-    )
-    topk = project_to_caps(topk, data.caps)
-    search = "exact" if choice.name == "log-linear" else "topk"
-    weights = exact if search == "exact" else topk
-
-    def predicted(w):
-        return float(target(choice.model.predict(w[None, :]))[0])
-
-    details = {
-        "search": search,
-        "kl_penalty": config.kl_penalty,
-        "exact": {"weights": exact.tolist(), "predicted": predicted(exact)},
-        "topk": {"weights": topk.tolist(), "predicted": predicted(topk)},
-    }
-    return weights, predicted(weights), details
-
-
 def _doremi(trainer: _Trainer, data, config, natural_name: str) -> list[dict]:
     """DoReMi rounds; returns the records of the measured round mixtures (kind ``doremi``)."""
     seed = config.seeds[0]
@@ -387,9 +333,9 @@ def run_study(
         trainer.emit("regress", message="fitting the regressor")
         choice, regression = None, {"model": None, "cv_spearman": None, "n": len(main)}
         if config.method == "regmix" or len(main) >= 4:
-            choice, regression = _regression(config, target, main)
+            choice, regression = fit_regression(config, target, main)
         if config.method == "regmix":
-            weights, predicted, details = _search(data, config, target, main, choice)
+            weights, predicted, details = search_mixture(data, config, target, main, choice)
             regression.update(details)
             name = f"recommended-{_slug(target.name)}"
             for seed in config.seeds:
@@ -403,7 +349,7 @@ def run_study(
             predicted = None
             if choice is not None:
                 predicted = float(target(choice.model.predict(weights[None, :]))[0])
-        measured = float(target(_regression_data([final])[1])[0])
+        measured = float(target(regression_data([final])[1])[0])
         regression = dict(regression, target=target.name)
         folder.write("regression.json", regression)
         study = study_document(
