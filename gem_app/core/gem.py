@@ -1,36 +1,36 @@
 """The GEM estimator: an entropy-regularised vMF mixture on the sphere, fitted by MM.
 
-See ../shared/design/METHOD.md and docs/method.md for the objective
+See docs/method.md for the objective
 
     J(q, mu, kappa) = (1/A) sum_i a_i sum_k q_ik [log f_k(x_i) + log pi_k]
                       + T (1/A) sum_i a_i H(q_i) + lambda H(rho)
 
-and for why every half-step below can only increase it.
+and for why every half-step of the fit loop (:mod:`gem_app.core.mm_run`) can only increase it.
 """
 
 from __future__ import annotations
 
-import numbers
 import warnings
+from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.base import BaseEstimator, ClusterMixin, OneToOneFeatureMixin, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.validation import check_is_fitted
 
 from gem_app.core import dual, mm, model_files
+from gem_app.core.mm_run import MMRun
+from gem_app.core.row_checks import check_embeddings, check_sample_weight
 from gem_app.core.rows import chunk_rows, compute_dtype, prepare_rows, resolve_device
-from gem_app.core.seeding import spherical_kmeans_plus_plus
-from gem_app.core.sphere import SphereTransform, check_rows, check_sample_weight
-from gem_app.utils.information import entropy
+from gem_app.core.sphere import SphereTransform
+from gem_app.utils.validation import NumberInterval, check_int
 
-FAST_NEWTON_MAX_K = 64  # the per-iteration Newton step uses the full Hessian up to this K
-
-_INITS = ("k-means++", "random")
-_CONCENTRATIONS = ("tied", "per-cluster")
+__all__ = ["GEM"]
 
 
-class GEM(ClusterMixin, BaseEstimator):
+class GEM(OneToOneFeatureMixin, TransformerMixin, ClusterMixin, BaseEstimator):
     """Geometric Entropy Mixing: a vMF mixture with a mixing-balance (entropy) regularizer.
 
     Parameters
@@ -55,10 +55,14 @@ class GEM(ClusterMixin, BaseEstimator):
     concentration : {"tied", "per-cluster"}, default="tied"
         One kappa shared by all clusters, or one kappa per cluster.
     center, whiten : bool
-        The anisotropy correction of gem_app.core.sphere.SphereTransform.
-    device : str, default="auto"
-        "auto" (the input tensor's device, else CUDA when available, else CPU), "cpu", "cuda".
-    random_state : int, numpy Generator/RandomState or None
+        The anisotropy correction of :class:`gem_app.core.sphere.SphereTransform` (rows
+        with no direction left after it are refused, docs/method.md section 1).
+    device : str or torch.device, default="auto"
+        "auto" (the input tensor's device, else CUDA when available, else CPU), "cpu",
+        "cuda", "cuda:N" or "mps" (see :func:`gem_app.core.rows.resolve_device`).
+    random_state : int, numpy RandomState or Generator, or None
+        Seeds the initialisation. An int gives the same fit every time; a RandomState or
+        Generator is drawn from (successive fits differ), as in scikit-learn.
     callback : callable(iteration, objective), optional
         Called after every q-step (progress bars).
 
@@ -81,8 +85,28 @@ class GEM(ClusterMixin, BaseEstimator):
     n_iter_ : int
     reseeded_ : list of (iteration, cluster)
         Empty clusters that were re-seeded.
+    prior_ : ndarray of shape (n_clusters,)
+        The normalised prior pi.
+    converged_ : bool
     n_features_in_ : int
     """
+
+    _parameter_constraints: dict = {
+        "n_clusters": [NumberInterval(Integral, 1, None, closed="left")],
+        "balance": [NumberInterval(Real, 0, None, closed="left")],
+        "temperature": [NumberInterval(Real, 0, None, closed="neither")],
+        "prior": ["array-like", None],
+        "max_iter": [NumberInterval(Integral, 1, None, closed="left")],
+        "tol": [NumberInterval(Real, 0, None, closed="left")],
+        "n_init": [NumberInterval(Integral, 1, None, closed="left")],
+        "init": [StrOptions({"k-means++", "random"}), "array-like"],
+        "concentration": [StrOptions({"tied", "per-cluster"})],
+        "center": ["boolean"],
+        "whiten": ["boolean"],
+        "device": [str, torch.device],
+        "random_state": ["random_state", np.random.Generator],
+        "callback": [callable, None],
+    }
 
     def __init__(
         self,
@@ -117,37 +141,21 @@ class GEM(ClusterMixin, BaseEstimator):
         self.random_state = random_state
         self.callback = callback
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
     # ------------------------------------------------------------------ validation
-    def _validate_params(self, n_rows: int, n_features: int) -> None:
+    def _check_data_params(self, n_positive: int, n_features: int) -> None:
+        """The parameter checks that depend on the data (the rest are the constraints)."""
         K = self.n_clusters
-        if not isinstance(K, numbers.Integral) or isinstance(K, bool) or K < 1:
-            raise ValueError(f"n_clusters must be a positive integer, got {K!r}")
-        if K > n_rows:
-            raise ValueError(f"n_clusters={K} is larger than the number of valid rows ({n_rows})")
-        if not _is_real(self.balance) or not self.balance >= 0 or not np.isfinite(self.balance):
-            raise ValueError(f"balance (lambda) must be a finite number >= 0, got {self.balance!r}")
-        if (
-            not _is_real(self.temperature)
-            or not self.temperature > 0
-            or not np.isfinite(self.temperature)
-        ):
+        if K > n_positive:
             raise ValueError(
-                f"temperature (T) must be a finite number > 0, got {self.temperature!r}"
+                f"n_clusters={K} is larger than the number of valid rows "
+                f"({n_positive} with a positive weight)"
             )
-        for name in ("max_iter", "n_init"):
-            value = getattr(self, name)
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not _is_real(self.tol) or not self.tol >= 0:
-            raise ValueError(f"tol must be >= 0, got {self.tol!r}")
-        if self.concentration not in _CONCENTRATIONS:
-            raise ValueError(
-                f"concentration must be one of {_CONCENTRATIONS}, got {self.concentration!r}"
-            )
-        if isinstance(self.init, str):
-            if self.init not in _INITS:
-                raise ValueError(f"init must be one of {_INITS} or an array, got {self.init!r}")
-        else:
+        if not isinstance(self.init, str):
             init = np.asarray(self.init, dtype=np.float64)
             if init.shape != (K, n_features):
                 raise ValueError(
@@ -176,27 +184,26 @@ class GEM(ClusterMixin, BaseEstimator):
         ----------
         X : ndarray or torch.Tensor of shape (n_samples, n_features)
             Embeddings (any norm; they are projected to the sphere). float32 input is
-            computed in float32 (float64 accumulations), float64 in float64.
+            computed in float32 (float64 accumulations), float64 (and integer) in float64.
         y : ignored
         sample_weight : array-like of shape (n_samples,), optional
-            Masses a_i > 0 (token counts); 1 when None.
+            Masses a_i >= 0 (token counts), not all zero; 1 when None.
 
         Returns
         -------
         self : GEM
         """
-        X = _check_array(X, check_invalid_rows=False)  # SphereTransform.fit scans the rows
+        self._validate_params()
+        X = check_embeddings(X, self, scan_rows=False)  # SphereTransform.fit scans the rows
         n, d = X.shape
-        self._validate_params(n, d)
         weight = check_sample_weight(sample_weight, n)
+        self._check_data_params(int(np.count_nonzero(weight)), d)
         log_prior = self._log_prior()
         device = resolve_device(self.device, X)
         dtype = compute_dtype(X)
-
-        self.transform_ = SphereTransform(center=self.center, whiten=self.whiten).fit(
-            X, sample_weight=weight
-        )
-        mean, whitening = self.transform_.correction()
+        transform = SphereTransform(center=self.center, whiten=self.whiten)
+        transform.fit(X, sample_weight=weight)
+        mean, whitening = transform.correction()
         rows = prepare_rows(
             X,
             weight,
@@ -205,18 +212,18 @@ class GEM(ClusterMixin, BaseEstimator):
             device=device,
             dtype=dtype,
             chunk_size=chunk_rows(d, self.n_clusters, device),
+            eps=transform.eps,
         )
         rng = np.random.default_rng(self.random_state)
         best = None
         for _ in range(self.n_init):
-            run = _Run(self, rows, log_prior, device, dtype, rng)
-            result = run.fit()
+            result = MMRun(self, rows, weight, log_prior, device, dtype, rng).fit()
             if best is None or result["objective"] > best["objective"]:
                 best = result
         for key, value in best.items():
             setattr(self, f"{key}_", value)
-        self.anisotropy_ = float(self.transform_.anisotropy_)
-        self.n_features_in_ = d
+        self.transform_ = transform
+        self.anisotropy_ = float(transform.anisotropy_)
         if not best["converged"]:
             warnings.warn(
                 f"GEM did not converge in max_iter={self.max_iter} iterations "
@@ -247,13 +254,15 @@ class GEM(ClusterMixin, BaseEstimator):
 
     def iter_proba(self, X, chunk_size=None):
         """Yield ``(row_slice, q_chunk)`` over X without holding all of q (torch chunks)."""
-        self._check_fitted()
-        X = _check_array(X, n_features=self.n_features_in_)
+        check_is_fitted(self)
+        X = check_embeddings(X, self, reset=False)
         n, d = X.shape
         device = resolve_device(self.device, X)
         dtype = compute_dtype(X)
         mean, whitening = self.transform_.correction()
-        size = chunk_size or chunk_rows(d, self.n_clusters, device)
+        if chunk_size is None:
+            chunk_size = chunk_rows(d, self.n_clusters, device)
+        size = check_int(chunk_size, "chunk_size", minimum=1)
         scores = mm.ScoreMap(mm.Params.of_model(self), device=device, dtype=dtype)
         eta = torch.as_tensor(self.dual_, device=device, dtype=dtype)
         for start in range(0, n, size):
@@ -266,24 +275,28 @@ class GEM(ClusterMixin, BaseEstimator):
                 device=device,
                 dtype=dtype,
                 chunk_size=size,
+                eps=self.transform_.eps,
             )
             q, _ = dual.soft_assignments(scores(rows, 0), eta, self.temperature)
             yield slice(start, stop), q
 
     def predict(self, X):
-        """Index of the most probable cluster for each row, shape (n_samples,)."""
+        """Index of the most probable cluster for each row, shape (n_samples,), int64."""
         labels = [torch.argmax(q, dim=1).cpu() for _, q in self.iter_proba(X)]
         return torch.cat(labels).numpy() if labels else np.zeros(0, dtype=np.int64)
 
     def transform(self, X):
         """The corrected points on the sphere x_i, as the fit sees them (same kind as X).
 
+        The same points as ``self.transform_.transform(X)`` (one rule,
+        :mod:`gem_app.core.correction`), computed in the fit's compute dtype.
+
         Returns
         -------
         x : ndarray or Tensor of shape (n_samples, n_features), unit rows
         """
-        self._check_fitted()
-        X = _check_array(X, n_features=self.n_features_in_)
+        check_is_fitted(self)
+        X = check_embeddings(X, self, reset=False)
         device = resolve_device(self.device, X)
         mean, whitening = self.transform_.correction()
         rows = prepare_rows(
@@ -294,13 +307,11 @@ class GEM(ClusterMixin, BaseEstimator):
             device=device,
             dtype=compute_dtype(X),
             chunk_size=chunk_rows(X.shape[1], self.n_clusters, device),
+            eps=self.transform_.eps,
         )
-        x = torch.cat([rows.points(j) for j in range(len(rows))])
+        parts = [rows.points(j) for j in range(len(rows))]
+        x = torch.cat(parts) if parts else torch.zeros(tuple(X.shape), dtype=compute_dtype(X))
         return x.to(X.device) if isinstance(X, torch.Tensor) else x.cpu().numpy()
-
-    def _check_fitted(self):
-        if not hasattr(self, "mean_directions_"):
-            raise ValueError("this GEM instance is not fitted yet; call fit first")
 
     # ------------------------------------------------------------------ persistence
     def save(self, path, *, metadata=None):
@@ -308,191 +319,10 @@ class GEM(ClusterMixin, BaseEstimator):
 
         ``metadata``: extra JSON-serialisable information stored under "metadata".
         """
-        self._check_fitted()
+        check_is_fitted(self)
         return model_files.save_model(self, path, metadata=metadata)
 
     @classmethod
     def load(cls, path):
         """Load a model written by :meth:`save` (checks format and shapes)."""
         return model_files.load_model(cls, path)
-
-
-class _Run:
-    """One initialisation of the MM algorithm."""
-
-    def __init__(self, est: GEM, rows, log_prior, device, dtype, rng):
-        self.est, self.rows = est, rows
-        self.log_prior, self.device, self.dtype, self.rng = log_prior, device, dtype, rng
-        self.T = float(est.temperature)
-        self.lam = float(est.balance)
-        self.tied = est.concentration == "tied"
-        self.A = rows.total_weight
-        self.K = est.n_clusters
-        self._scores = None
-
-    def score_map(self, params):
-        return mm.ScoreMap(params, device=self.device, dtype=self.dtype)
-
-    def fit(self) -> dict:
-        est, rows, K = self.est, self.rows, self.K
-        centres = self._initial_directions()
-        # Initial (mu, kappa)-step from the hard nearest-centre assignment.
-        unit = mm.Params(centres, np.ones(K), np.zeros(K))
-        sm = self.score_map(unit)
-        stats = mm.resultant_pass(lambda j: sm(rows, j), rows, None, 1.0, hard=True)
-        start = mm.Params(centres, np.ones(K), self.log_prior)
-        params, reseeded = self._m_step(stats, start, 0)
-        history = [mm.linear_term(params, stats, self.A) + self.lam * entropy(stats.masses)]
-        eta = np.zeros(K)
-        previous = None
-        converged = False
-        n_iter = 0
-        while True:
-            polish = converged or n_iter >= est.max_iter
-            used, stats, objective, eta = self._q_step(params, eta, history[-1], final=polish)
-            history.append(float(objective))
-            if polish:
-                break
-            n_iter += 1
-            if est.callback is not None:
-                est.callback(n_iter, objective)
-            if previous is not None:
-                scale = est.tol * max(1.0, abs(objective))
-                gap = dual.duality_gap(stats.masses, used, self.lam)
-                converged = abs(objective - previous) <= scale and gap <= scale
-            previous = objective
-            if converged:
-                continue  # polish: the dual solved to full tolerance, and the labels formed
-            mean_entropy = self._mean_entropy(params, stats, used)
-            params, events = self._m_step(stats, params, n_iter)
-            reseeded += events
-            history.append(
-                mm.linear_term(params, stats, self.A)
-                + self.T * mean_entropy
-                + self.lam * entropy(stats.masses)
-            )
-        return {
-            "mean_directions": params.mean_directions,
-            "concentrations": params.concentrations,
-            "cluster_masses": stats.masses,
-            "labels": stats.labels,
-            "objective_history": history,
-            "objective": history[-1],
-            "dual": used,
-            "prior": np.exp(self.log_prior),
-            "n_iter": n_iter,
-            "converged": converged,
-            "reseeded": reseeded,
-        }
-
-    def _mean_entropy(self, params, stats, eta) -> float:
-        """(1/A) sum_i a_i H(q_i) = mean_lse - (lin + rho . eta) / T  (docs/method.md)."""
-        lin = mm.linear_term(params, stats, self.A)
-        return stats.mean_lse - (lin + stats.masses @ eta) / self.T
-
-    def _q_step(self, params, eta, floor, *, final):
-        """The q-step at the warm dual ``eta``, checked; a full dual solve when needed.
-
-        With lambda = 0 it is one fused pass (eta = 0 is exact). Otherwise one pass fills
-        the score cache and forms q(eta), its resultants, J(q(eta)) and the dual's gradient
-        and Hessian at eta. If J did not decrease, q(eta) is kept (monotone ascent needs no
-        more) and one Newton step gives the warm eta of the next iteration. Otherwise, and
-        for the final polish, the dual is solved to tolerance on the cached scores.
-
-        Returns
-        -------
-        eta_used, stats, objective, eta_next
-        """
-        rows = self.rows
-        sm = self.score_map(params)
-        if self.lam == 0.0:
-            stats = mm.resultant_pass(lambda j: sm(rows, j), rows, None, self.T, labels=final)
-            zero = np.zeros(self.K)
-            return zero, stats, self._objective(stats, zero), zero
-        scores = self._score_views()
-        slack = 1e-12 * abs(floor)
-        if final:
-            for j, view in enumerate(scores):
-                sm(rows, j, out=view)
-        else:
-            moments = "full" if self.K <= FAST_NEWTON_MAX_K else "diag"
-            stats = mm.resultant_pass(
-                lambda j: sm(rows, j, out=scores[j]), rows, eta, self.T, second_moments=moments
-            )
-            objective = self._objective(stats, eta)
-            if objective >= floor - slack:
-                at_eta = dual.QStats(stats.masses, stats.second_moments, stats.mean_lse)
-                return eta, stats, objective, dual.newton_step(eta, at_eta, self.T, self.lam)
-        gap_tol = (1e-12 if final else 1e-8) * max(1.0, abs(floor))
-        eta, _, _ = dual.solve_dual(
-            scores, rows, eta, self.T, self.lam, floor=floor - slack, gap_tol=gap_tol
-        )
-        stats = mm.resultant_pass(lambda j: scores[j], rows, eta, self.T, labels=final)
-        return eta, stats, self._objective(stats, eta), eta
-
-    def _objective(self, stats, eta) -> float:
-        return dual.objective(stats.masses, stats.mean_lse, eta, self.T, self.lam)
-
-    def _score_views(self):
-        """Views of one preallocated (N, K) score buffer, one per row chunk (no fragmentation)."""
-        if self._scores is None:
-            self._scores = torch.empty(
-                (self.rows.n_rows, self.K), dtype=self.dtype, device=self.device
-            )
-        return [self._scores[a:b] for a, b in self.rows.bounds]
-
-    def _m_step(self, stats, params, iteration):
-        new, empty = mm.update_parameters(stats, params, tied=self.tied)
-        if empty:
-            order = np.argsort(stats.row_lse, kind="stable")[: len(empty)]
-            new.mean_directions[empty] = self.rows.gather(order)
-        return new, [(iteration, int(k)) for k in empty]
-
-    def _initial_directions(self) -> np.ndarray:
-        init = self.est.init
-        if not isinstance(init, str):
-            init = np.asarray(init, dtype=np.float64)
-            return init / np.linalg.norm(init, axis=1, keepdims=True)
-        n = self.rows.n_rows
-        sample = np.sort(self.rng.choice(n, size=min(n, max(20_000, 100 * self.K)), replace=False))
-        x = self.rows.gather(sample)
-        w = np.concatenate([a.cpu().numpy() for a in self.rows.weight])[sample]
-        if init == "random":
-            idx = self.rng.choice(len(sample), size=self.K, replace=False, p=w / w.sum())
-            return x[idx]
-        return spherical_kmeans_plus_plus(x, w, self.K, self.rng)
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _check_array(X, n_features=None, *, check_invalid_rows=True):
-    """Validate a 2-D float array (numpy or torch); invalid rows raise naming the rows.
-
-    ``check_invalid_rows=False`` leaves the NaN/Inf/zero-row scan to the caller (``fit``:
-    SphereTransform.fit makes it in the pass that computes the mean direction).
-    """
-    if isinstance(X, torch.Tensor):
-        if not torch.is_floating_point(X):
-            X = X.to(torch.float32)
-    else:
-        X = np.asarray(X)
-        if X.dtype == object or not np.issubdtype(X.dtype, np.number):
-            raise ValueError(f"embeddings must be a numeric array, got dtype {X.dtype}")
-        if not np.issubdtype(X.dtype, np.floating):
-            X = X.astype(np.float32)
-    if X.ndim != 2:
-        raise ValueError(
-            f"embeddings must be 2-D (n_samples, n_features), got shape {tuple(X.shape)}"
-        )
-    n, d = X.shape
-    if n == 0:
-        raise ValueError("no rows to fit: the embeddings array is empty")
-    if d < 2:
-        raise ValueError(f"embeddings need at least 2 dimensions to lie on a sphere, got d = {d}")
-    if n_features is not None and d != n_features:
-        raise ValueError(f"X has {d} features, but this GEM was fitted with {n_features}")
-    if check_invalid_rows:
-        check_rows(X, "the embeddings")
-    return X

@@ -7,10 +7,19 @@ matrix is the one large buffer of a fit.
 
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from gem_app.core.correction import (
+    NO_DIRECTION_EPS,
+    correct_units,
+    flagged_rows,
+    no_direction_message,
+)
 
 __all__ = [
     "POINT_CACHE_BYTES",
@@ -23,16 +32,45 @@ __all__ = [
 ]
 
 
+_DEVICE_PATTERN = re.compile(r"cpu|mps|cuda(:[0-9]+)?")
+_DEVICES = "'auto', 'cpu', 'cuda', 'cuda:N' (N = GPU index) or 'mps'"
+
+
 def resolve_device(device: str | torch.device, X=None) -> torch.device:
-    """``"auto"`` picks the input's device for tensors, else CUDA when torch sees it, else CPU."""
+    """The torch device a computation runs on.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        ``"auto"`` (the input's device for tensors, else CUDA when torch sees it, else
+        CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+    X : array or torch.Tensor, optional
+
+    Raises
+    ------
+    ValueError
+        For any other value (naming it and the accepted ones), and for a device that
+        this machine does not have.
+    """
     if isinstance(device, torch.device):
         return device
     if device == "auto":
         if isinstance(X, torch.Tensor):
             return X.device
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was asked for but torch sees no CUDA device")
+    if not isinstance(device, str) or not _DEVICE_PATTERN.fullmatch(device):
+        raise ValueError(f"device={device!r} is not a known device; use {_DEVICES}")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} was asked for but torch sees no CUDA device")
+        index = int(device[5:] or 0)
+        if index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r}: torch sees {torch.cuda.device_count()} CUDA device(s) "
+                f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})"
+            )
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device='mps' was asked for but torch sees no MPS (Apple GPU) device")
     return torch.device(device)
 
 
@@ -72,15 +110,20 @@ class Rows:
     sample_weight : ndarray, shape (n_samples,), float64
     mean : ndarray, shape (n_features,) or None
     whitening : ndarray, shape (n_features, n_features) or None
+    eps : float
+        The no-direction threshold of :func:`gem_app.core.correction.correct_units`.
 
     Raises
     ------
     ValueError
-        When a row's corrected vector L(u_i - m) is zero (it has no direction).
+        When a row has no direction left after the correction (``||u_i - m||^2 <= eps``),
+        with the message of :func:`gem_app.core.correction.no_direction_message`.
     """
 
-    def __init__(self, X, sample_weight, mean, whitening, *, device, dtype, chunk_size):
-        self.X, self.device, self.dtype = X, device, dtype
+    def __init__(
+        self, X, sample_weight, mean, whitening, *, device, dtype, chunk_size, eps=NO_DIRECTION_EPS
+    ):
+        self.X, self.device, self.dtype, self.eps = X, device, dtype, eps
         n, d = X.shape
         self.bounds = [(a, min(a + chunk_size, n)) for a in range(0, n, chunk_size)]
         self.mean = None if mean is None else torch.as_tensor(mean, device=device, dtype=dtype)
@@ -105,33 +148,25 @@ class Rows:
         self._cache = [] if copied or n * d * itemsize <= POINT_CACHE_BYTES else None
         degenerate: list[int] = []
         for j, (a, _) in enumerate(self.bounds):
-            x, bad = self._compute(j)
-            if bool(bad.any()):
-                degenerate.extend((a + torch.nonzero(bad).flatten().cpu().numpy()).tolist())
+            x, flags = self._compute(j)
+            degenerate += flagged_rows(flags, a)
             if self._cache is not None:
                 self._cache.append(x)
         if degenerate:
-            shown = ", ".join(str(i) for i in degenerate[:10])
-            more = f" and {len(degenerate) - 10} more" if len(degenerate) > 10 else ""
-            raise ValueError(
-                f"rows {shown}{more} coincide with the mean direction, so they have no direction "
-                "left after the anisotropy correction; remove them or use center=False"
-            )
+            anisotropy = 0.0 if mean is None else float(np.linalg.norm(mean))
+            raise ValueError(no_direction_message(degenerate, n, anisotropy))
 
     def __len__(self) -> int:
         return len(self.bounds)
 
     def _compute(self, j: int):
         a, b = self.bounds[j]
-        e = torch.as_tensor(self.X[a:b]).to(device=self.device, dtype=self.dtype)
-        v = e / torch.linalg.vector_norm(e, dim=1, keepdim=True)
-        if self.mean is not None:
-            v.sub_(self.mean)
-        if self.whitening_t is not None:
-            v = v @ self.whitening_t
-        norm = torch.linalg.vector_norm(v, dim=1, keepdim=True)
-        bad = norm[:, 0] <= 1e-6
-        return v.div_(norm), bad
+        chunk = self.X[a:b]
+        with warnings.catch_warnings():  # read-only input (a memmap) is only read here
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            e = torch.as_tensor(chunk).to(device=self.device, dtype=self.dtype)
+        units = e / torch.linalg.vector_norm(e, dim=1, keepdim=True)
+        return correct_units(units, self.mean, self.whitening_t, self.eps)
 
     def points(self, j: int) -> torch.Tensor:
         """x for chunk j, shape (n_j, n_features), compute dtype."""
@@ -172,8 +207,17 @@ class RowWeights:
         return cls(chunks, [w.to(dtype) for w in chunks], float(np.sum(weights)), device, dtype)
 
 
-def prepare_rows(X, sample_weight, mean, whitening, *, device, dtype, chunk_size) -> Rows:
+def prepare_rows(
+    X, sample_weight, mean, whitening, *, device, dtype, chunk_size, eps=NO_DIRECTION_EPS
+) -> Rows:
     """Chunk X into corrected points on ``device`` (see :class:`Rows`)."""
     return Rows(
-        X, sample_weight, mean, whitening, device=device, dtype=dtype, chunk_size=chunk_size
+        X,
+        sample_weight,
+        mean,
+        whitening,
+        device=device,
+        dtype=dtype,
+        chunk_size=chunk_size,
+        eps=eps,
     )

@@ -14,7 +14,8 @@ def spherical_kmeans_plus_plus(x: np.ndarray, w: np.ndarray, K: int, rng) -> np.
     Parameters
     ----------
     x : ndarray of shape (n, d), unit rows
-    w : ndarray of shape (n,), weights > 0
+    w : ndarray of shape (n,), weights >= 0, at least K of them > 0
+        (rows of weight 0 are never chosen)
 
     Returns
     -------
@@ -29,8 +30,8 @@ def spherical_kmeans_plus_plus(x: np.ndarray, w: np.ndarray, K: int, rng) -> np.
     for _ in range(1, K):
         p = w * dist
         total = p.sum()
-        if total <= 0:  # every point already is a centre: take any other row
-            rest = np.setdiff1d(np.arange(n), centres)
+        if total <= 0:  # every point of positive weight is a centre already: take another
+            rest = np.setdiff1d(np.flatnonzero(w > 0), centres)
             centres.append(int(rng.choice(rest)))
             continue
         candidates = rng.choice(n, size=trials, p=p / total)

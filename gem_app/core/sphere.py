@@ -7,88 +7,33 @@ METHOD.md section 1: embeddings ``e_i`` become unit vectors ``u_i``, the
 
 from __future__ import annotations
 
+from numbers import Real
+
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["SphereTransform", "check_rows", "check_sample_weight", "find_invalid_rows"]
+from gem_app.core.correction import (
+    NO_DIRECTION_EPS,
+    correct_units,
+    flagged_rows,
+    may_have_no_direction,
+    no_direction_message,
+)
+from gem_app.core.row_checks import (
+    check_embeddings,
+    check_sample_weight,
+    describe_invalid,
+    invalid_in_chunk,
+    row_chunks,
+)
+from gem_app.utils.validation import NumberInterval
 
-_CHUNK_ELEMENTS = 1 << 22  # ~32 MiB of float64 per chunk
+__all__ = ["SphereTransform"]
+
 _EIGENVALUE_FLOOR = 1e-3  # whitening floor, relative to the mean eigenvalue
 _STATE_VERSION = 1
-
-
-# --------------------------------------------------------------------------- rows of X
-def _as_matrix(X, name: str = "X"):
-    """``X`` as a 2-D numpy array or detached torch tensor (no copy when already one)."""
-    if isinstance(X, torch.Tensor):
-        arr = X.detach()
-        if arr.is_complex():
-            raise ValueError(f"{name} has complex dtype {arr.dtype}; real embeddings are needed")
-    else:
-        arr = X if isinstance(X, np.ndarray) else np.asarray(X)
-        if arr.dtype.kind not in "biuf":
-            raise ValueError(f"{name} has dtype {arr.dtype}; a real numeric array is needed")
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (rows x features), got shape {tuple(arr.shape)}")
-    return arr
-
-
-def _row_chunks(n_rows: int, n_features: int):
-    step = max(1, _CHUNK_ELEMENTS // max(n_features, 1))
-    for start in range(0, n_rows, step):
-        yield start, min(start + step, n_rows)
-
-
-def _invalid_in_chunk(chunk, offset: int) -> dict[int, str]:
-    """Rows of one chunk (numpy or torch) with NaN, Inf or all zeros, keyed by global row."""
-    xp_isnan, xp_isinf = (
-        (torch.isnan, torch.isinf) if torch.is_tensor(chunk) else (np.isnan, np.isinf)
-    )
-    floating = chunk.is_floating_point() if torch.is_tensor(chunk) else chunk.dtype.kind == "f"
-    reasons: dict[int, str] = {}
-    checks = [("zero vector", (chunk == 0).all(1))]
-    if floating:
-        checks = [
-            ("contains NaN", xp_isnan(chunk).any(1)),
-            ("contains Inf", xp_isinf(chunk).any(1)),
-        ] + checks
-    for reason, mask in checks:
-        mask = mask.cpu().numpy() if torch.is_tensor(mask) else mask
-        for row in np.flatnonzero(mask):
-            reasons.setdefault(offset + int(row), reason)
-    return dict(sorted(reasons.items()))
-
-
-def find_invalid_rows(X) -> dict[int, str]:
-    """Rows of ``X`` that cannot be put on the unit sphere.
-
-    Parameters
-    ----------
-    X : ndarray or torch.Tensor, shape (N, d)
-
-    Returns
-    -------
-    dict of int to str
-        ``{row: reason}`` in row order; reasons are ``"contains NaN"``,
-        ``"contains Inf"`` and ``"zero vector"`` (the first that applies).
-        ``X`` is scanned in row chunks, without a full copy.
-    """
-    arr = _as_matrix(X)
-    invalid: dict[int, str] = {}
-    for start, stop in _row_chunks(arr.shape[0], arr.shape[1]):
-        invalid.update(_invalid_in_chunk(arr[start:stop], start))
-    return invalid
-
-
-def _describe_invalid(invalid: dict[int, str], name: str = "X", shown: int = 5) -> str:
-    items = list(invalid.items())
-    listed = ", ".join(f"row {row} ({reason})" for row, reason in items[:shown])
-    more = f", ... and {len(items) - shown} more" if len(items) > shown else ""
-    return (
-        f"{name} has {len(items)} row(s) that cannot be put on the unit sphere: "
-        f"{listed}{more}. Remove or repair them first."
-    )
 
 
 def _unit_rows(chunk: torch.Tensor) -> torch.Tensor:
@@ -123,7 +68,7 @@ def _compute_device(arr) -> torch.device:
 
 def _float64_chunks(arr, device: torch.device):
     """Yield ``(start, stop, original_chunk, float64 torch chunk on device)`` over row chunks."""
-    for start, stop in _row_chunks(arr.shape[0], arr.shape[1]):
+    for start, stop in row_chunks(arr.shape[0], arr.shape[1]):
         chunk = arr[start:stop]
         if torch.is_tensor(chunk):
             as64 = chunk.to(device=device, dtype=torch.float64, copy=True)
@@ -141,39 +86,7 @@ def _output_dtype(arr) -> torch.dtype:
     return torch.float32 if narrow else torch.float64
 
 
-def check_sample_weight(sample_weight, n_rows: int) -> np.ndarray:
-    """Masses a_i as float64, shape (n_rows,): ones when None; ValueError naming a bad row."""
-    if sample_weight is None:
-        return np.ones(n_rows)
-    if torch.is_tensor(sample_weight):
-        sample_weight = sample_weight.detach().cpu().numpy()
-    weights = np.asarray(sample_weight)
-    if weights.shape != (n_rows,):
-        raise ValueError(
-            f"sample_weight must have shape ({n_rows},) (one weight per row of X), "
-            f"got shape {weights.shape}"
-        )
-    if weights.dtype.kind not in "biuf":
-        raise ValueError(f"sample_weight has dtype {weights.dtype}; numbers are needed")
-    weights = weights.astype(np.float64)
-    bad = np.flatnonzero(~(np.isfinite(weights) & (weights > 0.0)))
-    if bad.size:
-        row = int(bad[0])
-        raise ValueError(
-            f"sample_weight[{row}] = {float(weights[row])!r}: weights must be finite and > 0 "
-            f"({bad.size} bad weight(s) in total)"
-        )
-    return weights
-
-
-def check_rows(X, name: str = "X") -> None:
-    """ValueError naming the rows of X that cannot be put on the sphere (NaN, Inf, zero)."""
-    invalid = find_invalid_rows(X)
-    if invalid:
-        raise ValueError(_describe_invalid(invalid, name))
-
-
-class SphereTransform(BaseEstimator):
+class SphereTransform(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     """Map embeddings to unit vectors with the anisotropy (mean resultant) removed.
 
     ``u_i = e_i / ||e_i||``; ``m = sum_i a_i u_i / sum_i a_i`` (``a`` = sample
@@ -184,8 +97,10 @@ class SphereTransform(BaseEstimator):
     1e-3 times the mean eigenvalue, so that degenerate directions are not
     blown up); with ``center=False`` ``C`` is the second moment of the ``u_i``.
 
-    A row whose centred vector is numerically zero (``||u_i - m||^2 <= eps``,
-    i.e. the point equals ``m``) has no direction; it falls back to ``u_i``.
+    A row whose centred vector is numerically zero (``||u_i - m||^2 <= eps``) has no
+    direction: ``fit`` and ``transform`` refuse it by row number
+    (:mod:`gem_app.core.correction`, the rule GEM's fit uses too). Since
+    ``||u_i - m|| >= 1 - R0``, this only happens when (nearly) all rows point one way.
 
     Parameters
     ----------
@@ -216,49 +131,47 @@ class SphereTransform(BaseEstimator):
     input, float32 for float32/float16/bfloat16 input.
     """
 
-    def __init__(self, *, center: bool = True, whiten: bool = False, eps: float = 1e-12):
+    _parameter_constraints: dict = {
+        "center": ["boolean"],
+        "whiten": ["boolean"],
+        "eps": [NumberInterval(Real, 0, 1, closed="left")],
+    }
+
+    def __init__(self, *, center: bool = True, whiten: bool = False, eps: float = NO_DIRECTION_EPS):
         self.center = center
         self.whiten = whiten
         self.eps = eps
 
-    # ------------------------------------------------------------------ fitting
-    def _check_params(self) -> None:
-        for name in ("center", "whiten"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if not (isinstance(self.eps, (int, float)) and 0.0 <= self.eps < 1.0):
-            raise ValueError(f"eps must be a number in [0, 1), got {self.eps!r}")
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
 
-    def fit(self, X, sample_weight=None) -> SphereTransform:
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X, y=None, sample_weight=None) -> SphereTransform:
         """Estimate the mean resultant (and the whitening map) from ``X``.
 
         Parameters
         ----------
         X : ndarray or torch.Tensor, shape (N, d)
             Embeddings, ``N >= 1``, ``d >= 2``; no NaN/Inf/all-zero rows.
+        y : ignored
         sample_weight : array_like of shape (N,), optional
-            Masses ``a_i > 0`` (e.g. tokens per document); default 1.
+            Masses ``a_i >= 0`` (e.g. tokens per document), not all zero; default 1.
 
         Returns
         -------
         self
         """
-        self._check_params()
-        arr = _as_matrix(X)
+        self._validate_params()
+        arr = check_embeddings(X, self, scan_rows=False)
         n_rows, n_features = arr.shape
-        if n_features < 2:
-            raise ValueError(
-                f"X has {n_features} feature(s); putting rows on the unit sphere needs d >= 2 "
-                "(for d = 1 every unit vector is +1 or -1, so no direction is left)"
-            )
-        if n_rows < 1:
-            raise ValueError("X has no rows; at least one embedding is needed to fit")
         weights = None if sample_weight is None else check_sample_weight(sample_weight, n_rows)
         device = _compute_device(arr)
         total = torch.zeros(n_features, dtype=torch.float64, device=device)
         invalid: dict[int, str] = {}
         for start, stop, chunk, as64 in _float64_chunks(arr, device):
-            invalid.update(_invalid_in_chunk(chunk, start))
+            invalid.update(invalid_in_chunk(chunk, start))
             if invalid:
                 continue
             units = _unit_rows(as64)
@@ -266,16 +179,29 @@ class SphereTransform(BaseEstimator):
                 units = units * torch.from_numpy(weights[start:stop]).to(device)[:, None]
             total += units.sum(dim=0)
         if invalid:
-            raise ValueError(_describe_invalid(invalid))
+            raise ValueError(describe_invalid(invalid))
         total_weight = float(n_rows if weights is None else weights.sum())
         mean = total.cpu().numpy() / total_weight
+        anisotropy = float(np.linalg.norm(mean))
+        if self.center and may_have_no_direction(anisotropy, self.eps):
+            self._refuse_rows_without_direction(arr, mean, anisotropy)
         self.mean_ = mean
-        self.anisotropy_ = float(np.linalg.norm(mean))
-        self.n_features_in_ = int(n_features)
+        self.anisotropy_ = anisotropy
         self.whitening_ = None
         if self.whiten:
             self.whitening_ = _zca_whitening(self._second_moment(arr, weights, total_weight))
         return self
+
+    def _refuse_rows_without_direction(self, arr, mean: np.ndarray, anisotropy: float) -> None:
+        """ValueError naming the rows with ``||u_i - m||^2 <= eps`` (one more pass over X)."""
+        device = _compute_device(arr)
+        shift = torch.from_numpy(mean).to(device)
+        rows: list[int] = []
+        for start, _, _, as64 in _float64_chunks(arr, device):
+            _, flags = correct_units(_unit_rows(as64), shift, None, self.eps)
+            rows += flagged_rows(flags, start)
+        if rows:
+            raise ValueError(no_direction_message(rows, arr.shape[0], anisotropy))
 
     def _second_moment(self, arr, weights, total_weight: float) -> np.ndarray:
         """Weighted ``sum a_i z_i z_i^T / A`` of ``z_i = u_i - m`` (or ``u_i``), shape (d, d)."""
@@ -295,12 +221,6 @@ class SphereTransform(BaseEstimator):
         return moment.cpu().numpy() / total_weight
 
     # ------------------------------------------------------------------ transforming
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "mean_"):
-            raise ValueError(
-                "this SphereTransform is not fitted yet; call fit (or from_state) first"
-            )
-
     def transform(self, X):
         """Map rows of ``X`` to the unit sphere with the stored ``m`` (and whitening).
 
@@ -314,13 +234,8 @@ class SphereTransform(BaseEstimator):
             Unit rows, same kind and device as ``X``; float64 for float64 or
             integer input, float32 otherwise.
         """
-        self._check_fitted()
-        arr = _as_matrix(X)
-        if arr.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {arr.shape[1]} features but this SphereTransform was fitted on "
-                f"{self.n_features_in_}"
-            )
+        check_is_fitted(self)
+        arr = check_embeddings(X, self, reset=False, scan_rows=False)
         is_tensor = torch.is_tensor(arr)
         out_dtype = _output_dtype(arr)
         if is_tensor:
@@ -330,41 +245,28 @@ class SphereTransform(BaseEstimator):
                 np.empty(arr.shape, dtype=np.float32 if out_dtype == torch.float32 else np.float64)
             )
         device = _compute_device(arr)
-        shift = torch.from_numpy(self.mean_).to(device) if self.center else None
-        whitening = (
-            None if self.whitening_ is None else torch.from_numpy(self.whitening_).to(device)
-        )
+        mean, whitening = self.correction()
+        shift = None if mean is None else torch.from_numpy(mean).to(device)
+        whitening_t = None if whitening is None else torch.from_numpy(whitening.T).to(device)
         invalid: dict[int, str] = {}
+        degenerate: list[int] = []
         for start, stop, chunk, as64 in _float64_chunks(arr, device):
-            invalid.update(_invalid_in_chunk(chunk, start))
+            invalid.update(invalid_in_chunk(chunk, start))
             if invalid:
                 continue
-            out[start:stop] = self._map_units(_unit_rows(as64), shift, whitening).to(
-                out.device, out_dtype
-            )
+            x, flags = correct_units(_unit_rows(as64), shift, whitening_t, self.eps)
+            degenerate += flagged_rows(flags, start)
+            out[start:stop] = x.to(out.device, out_dtype)
         if invalid:
-            raise ValueError(_describe_invalid(invalid))
+            raise ValueError(describe_invalid(invalid))
+        if degenerate:
+            raise ValueError(no_direction_message(degenerate, arr.shape[0], self.anisotropy_))
         return out if is_tensor else out.numpy()
-
-    def _map_units(self, units: torch.Tensor, shift, whitening) -> torch.Tensor:
-        """Centre, whiten and renormalise unit rows (float64); zero centred rows keep ``u``."""
-        if shift is None and whitening is None:
-            return units
-        z = units if shift is None else units - shift
-        degenerate = (z * z).sum(dim=1, keepdim=True) <= self.eps
-        if whitening is not None:
-            z = z @ whitening
-        z = z / torch.linalg.vector_norm(z, dim=1, keepdim=True)
-        return torch.where(degenerate, units, z)
-
-    def fit_transform(self, X, sample_weight=None):
-        """``fit(X, sample_weight).transform(X)``."""
-        return self.fit(X, sample_weight=sample_weight).transform(X)
 
     def correction(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         """``(m, L)``: the mean resultant removed (None without centring), shape (d,), and the
         whitening map (None without whitening), shape (d, d); float64."""
-        self._check_fitted()
+        check_is_fitted(self)
         mean = np.asarray(self.mean_, dtype=np.float64) if self.center else None
         whitening = None if self.whitening_ is None else np.asarray(self.whitening_, np.float64)
         return mean, whitening
@@ -372,7 +274,7 @@ class SphereTransform(BaseEstimator):
     # ------------------------------------------------------------------ persistence
     def get_state(self) -> dict:
         """Parameters and fitted attributes as plain Python / numpy values."""
-        self._check_fitted()
+        check_is_fitted(self)
         return {
             "version": _STATE_VERSION,
             "center": bool(self.center),
@@ -397,7 +299,7 @@ class SphereTransform(BaseEstimator):
         model = cls(
             center=bool(state["center"]),
             whiten=bool(state["whiten"]),
-            eps=float(state.get("eps", 1e-12)),
+            eps=float(state.get("eps", NO_DIRECTION_EPS)),
         )
         mean = np.asarray(state["mean_"], dtype=np.float64)
         if mean.ndim != 1 or mean.size < 2 or not np.isfinite(mean).all():

@@ -9,18 +9,22 @@ a vMF mixture: :func:`fit_vmf_to_labels` and :func:`vmf_log_likelihood` (held-ou
 
 from __future__ import annotations
 
-import numbers
+from numbers import Integral, Real
 
 import numpy as np
 from scipy.special import logsumexp
+from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.validation import check_is_fitted
 
+from gem_app.core.row_checks import check_embeddings, check_rows, check_sample_weight
 from gem_app.core.seeding import spherical_kmeans_plus_plus
-from gem_app.core.sphere import SphereTransform, check_rows, check_sample_weight
+from gem_app.core.sphere import SphereTransform
 from gem_app.core.vmf import log_normalizer, solve_kappa
+from gem_app.utils.validation import NumberInterval
 
 __all__ = ["VMFMixture", "check_matrix", "fit_vmf_to_labels", "vmf_log_likelihood"]
 
-_CONCENTRATIONS = ("tied", "per-cluster")
 _DEAD_MASS = 1e-10  # a cluster whose share of the mass falls below this has collapsed
 
 
@@ -106,7 +110,7 @@ def fit_vmf_to_labels(x, labels, sample_weight=None, concentration="per-cluster"
 
 
 # --------------------------------------------------------------------------- vMF-EM
-class VMFMixture:
+class VMFMixture(ClusterMixin, BaseEstimator):
     """Classic EM for a mixture of von Mises-Fisher distributions (Banerjee et al., 2005).
 
     With ``learn_prior=True`` the prior ``pi`` is re-estimated every M-step as the cluster
@@ -127,8 +131,10 @@ class VMFMixture:
     init : "k-means++" or array-like of shape (n_clusters, n_features)
         Initial directions (an array is in the corrected sphere coordinates).
     center, whiten : bool
-        The anisotropy correction of :class:`~gem_app.core.sphere.SphereTransform`.
-    random_state : int, numpy Generator or None
+        The anisotropy correction of :class:`~gem_app.core.sphere.SphereTransform` (rows
+        with no direction left after it are refused, as by GEM).
+    random_state : int, numpy RandomState or Generator, or None
+        Seeds the initialisation (an int: the same fit every time), as in scikit-learn.
 
     Attributes
     ----------
@@ -146,7 +152,21 @@ class VMFMixture:
     transform_ : SphereTransform
     n_iter_ : int
     converged_ : bool
+    n_features_in_ : int
     """
+
+    _parameter_constraints: dict = {
+        "n_clusters": [NumberInterval(Integral, 1, None, closed="left")],
+        "concentration": [StrOptions({"tied", "per-cluster"})],
+        "learn_prior": ["boolean"],
+        "max_iter": [NumberInterval(Integral, 1, None, closed="left")],
+        "tol": [NumberInterval(Real, 0, None, closed="left")],
+        "n_init": [NumberInterval(Integral, 1, None, closed="left")],
+        "init": [StrOptions({"k-means++"}), "array-like"],
+        "center": ["boolean"],
+        "whiten": ["boolean"],
+        "random_state": ["random_state", np.random.Generator],
+    }
 
     def __init__(
         self,
@@ -173,25 +193,20 @@ class VMFMixture:
         self.whiten = whiten
         self.random_state = random_state
 
-    def _validate_params(self, n_rows: int, n_features: int) -> None:
-        for name in ("n_clusters", "max_iter", "n_init"):
-            value = getattr(self, name)
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.n_clusters > n_rows:
-            raise ValueError(f"n_clusters={self.n_clusters} is larger than the {n_rows} rows of X")
-        if self.concentration not in _CONCENTRATIONS:
+    def _check_data_params(self, n_positive: int, n_features: int) -> None:
+        """The parameter checks that depend on the data (the rest are the constraints)."""
+        if self.n_clusters > n_positive:
             raise ValueError(
-                f"concentration must be one of {_CONCENTRATIONS}, got {self.concentration!r}"
+                f"n_clusters={self.n_clusters} is larger than the {n_positive} rows of X "
+                "with a positive weight"
             )
-        if not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
-            raise ValueError(f"tol must be a number >= 0, got {self.tol!r}")
-        if isinstance(self.init, str):
-            if self.init != "k-means++":
-                raise ValueError(f"init must be 'k-means++' or an array, got {self.init!r}")
-        elif np.shape(self.init) != (self.n_clusters, n_features):
+        if not isinstance(self.init, str) and np.shape(self.init) != (
+            self.n_clusters,
+            n_features,
+        ):
             raise ValueError(
-                f"init array must have shape ({self.n_clusters}, {n_features}), got {np.shape(self.init)}"
+                f"init array must have shape ({self.n_clusters}, {n_features}), "
+                f"got {np.shape(self.init)}"
             )
 
     def fit(self, X, y=None, sample_weight=None):
@@ -202,18 +217,19 @@ class VMFMixture:
         X : array-like of shape (n_samples, n_features)
         y : ignored
         sample_weight : array-like of shape (n_samples,), optional
-            Masses a_i > 0 (tokens); 1 when None.
+            Masses a_i >= 0 (tokens), not all zero; 1 when None.
 
         Returns
         -------
         self
         """
-        X = check_matrix(X)
+        self._validate_params()
+        X = np.asarray(check_embeddings(X, self, scan_rows=False))  # fit scans them
         n, d = X.shape
-        self._validate_params(n, d)
         weight = check_sample_weight(sample_weight, n)
-        self.transform_ = SphereTransform(center=self.center, whiten=self.whiten)
-        x = np.asarray(self.transform_.fit_transform(X, sample_weight=weight), dtype=np.float64)
+        self._check_data_params(int(np.count_nonzero(weight)), d)
+        transform = SphereTransform(center=self.center, whiten=self.whiten)
+        x = np.asarray(transform.fit_transform(X, sample_weight=weight), dtype=np.float64)
         rng = np.random.default_rng(self.random_state)
         best = None
         for _ in range(self.n_init):
@@ -222,7 +238,7 @@ class VMFMixture:
                 best = result
         for key, value in best.items():
             setattr(self, f"{key}_", value)
-        self.n_features_in_ = d
+        self.transform_ = transform
         return self
 
     def _em(self, x, weight, rng) -> dict:
@@ -274,20 +290,13 @@ class VMFMixture:
             log_pi = np.where(dead, -np.inf, np.log(np.where(dead, 1.0, masses)))
         return mu, kappa, log_pi - logsumexp(log_pi)
 
-    def _check_fitted(self):
-        if not hasattr(self, "mean_directions_"):
-            raise ValueError("this VMFMixture is not fitted yet; call fit first")
-
     def _points(self, X) -> np.ndarray:
-        self._check_fitted()
-        X = check_matrix(X)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[1]} features, the mixture was fitted on {self.n_features_in_}"
-            )
-        return np.asarray(self.transform_.transform(X), dtype=np.float64)
+        check_is_fitted(self)
+        X = check_embeddings(X, self, reset=False, scan_rows=False)
+        return np.asarray(self.transform_.transform(np.asarray(X)), dtype=np.float64)
 
     def _scores(self, X) -> np.ndarray:
+        check_is_fitted(self)
         with np.errstate(divide="ignore"):
             log_w = np.log(self.weights_)
         return _component_scores(

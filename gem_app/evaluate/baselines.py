@@ -28,7 +28,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from gem_app.core.sphere import check_sample_weight
+from gem_app.core.row_checks import check_sample_weight
 from gem_app.core.vmf_em import VMFMixture, check_matrix
 from gem_app.utils.information import entropy
 from gem_app.utils.optional import require_faiss, require_hdbscan, require_umap

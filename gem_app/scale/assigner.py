@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 from gem_app.core.gem import GEM
 from gem_app.io.encoder import embed_texts
 from gem_app.scale.inputs import Columns, id_text, read_batches, row_problem
-from gem_app.scale.student import STUDENT_JSON, Student
+from gem_app.scale.student import Student
+from gem_app.scale.student_files import STUDENT_JSON
 from gem_app.utils.files import atomic_path, file_sha256
 
 __all__ = ["OUTPUT_SCHEMA", "Assigner", "ModelSpec", "assign_shard", "rejected_rows"]

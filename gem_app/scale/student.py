@@ -1,109 +1,56 @@
 """A cheap student that assigns documents to GEM clusters without the encoder.
 
 The teacher is a fitted :class:`~gem_app.core.gem.GEM` on encoder embeddings; the student
-sees only the text (../shared/design/METHOD.md section 7). Its features:
+sees only the text (docs/method.md, teacher-student distillation). Its features:
 
 - hashed word 1-2-grams and byte 3-5-grams of the lower-cased text (a fixed,
-  process-independent hash, see :func:`hash_features`), weighted by log(1 + tf) * idf
-  and L2-normalised, fed to an ``EmbeddingBag`` (sum);
+  process-independent hash, see :func:`~gem_app.scale.hashing.hash_features`), weighted by
+  log(1 + tf) * idf and L2-normalised, fed to an ``EmbeddingBag`` (sum);
 - optionally the mean of the encoder's *input* word-piece embeddings (a frozen table
   read from the offline MiniLM files, no transformer layer is run), centred and
-  L2-normalised, through a linear map.
+  L2-normalised, through a linear map (:mod:`gem_app.scale.student_net`).
 
 Both are added, passed through a ReLU and a linear head to K logits. It is trained on
 the teacher's soft assignments sharpened/softened by a temperature
-(``softmax(log q / temperature)``) with the cross-entropy (KL) loss, and stopped early
-on the agreement with the teacher on a validation split. The same split gives the
-cascade curve (documents below a confidence threshold go to encoder + teacher) and the
-default threshold: the lowest one that reaches ``target_agreement``.
+(``softmax(log q / temperature)``), or on hard labels, with the cross-entropy (KL) loss,
+and stopped early on the agreement with the teacher on a validation split. The same split
+gives the cascade curve (documents below a confidence threshold go to encoder + teacher)
+and the default threshold: the lowest one that reaches ``target_agreement``.
 
-Saved as ``student.safetensors`` + ``student.json`` (no pickle).
+Saved as ``student.safetensors`` + ``student.json`` (no pickle, :mod:`gem_app.scale.student_files`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import numbers
-from pathlib import Path
+from numbers import Integral, Real
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file, save_file
-from tokenizers import Tokenizer
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted
 
 from gem_app.core.rows import resolve_device
-from gem_app.io.encoder import DEFAULT_MODEL, OFFLINE_MODELS
+from gem_app.scale import student_files
 from gem_app.scale.cascade import cascade_curve, choose_batch_size, choose_threshold
-from gem_app.scale.hashing import (
-    HASH_SCHEME,
-    hash_features,
-    inverse_document_frequency,
-    tfidf_weights,
-)
-from gem_app.utils.files import atomic_path, read_versioned_json, write_json
+from gem_app.scale.hashing import hash_features, inverse_document_frequency, tfidf_weights
+from gem_app.scale.student_net import StaticVectors, StudentNet, batch_inputs
+from gem_app.utils.validation import NumberInterval, check_int
 
-__all__ = ["FORMAT_VERSION", "STUDENT_JSON", "STUDENT_TENSORS", "Student", "read_student_json"]
+__all__ = ["Student"]
 
-FORMAT_VERSION = 1
-STUDENT_JSON = "student.json"
-STUDENT_TENSORS = "student.safetensors"
-_PROBE = "GEM Studio hashing probe: naïve café, 12 Debian packages."
+_MIN_TEXTS = 10
 
 
-# ---------------------------------------------------------------------------- static table
-def _minilm_files():
-    """(tokenizer.json path, word-piece embedding table (V, 384) float32) of the offline MiniLM."""
-    folder = Path(OFFLINE_MODELS[DEFAULT_MODEL][0]())
-    tensors = load_file(str(folder / "model.safetensors"))
-    table = next(v for k, v in tensors.items() if k.endswith("word_embeddings.weight"))
-    return folder / "tokenizer.json", np.ascontiguousarray(table, dtype=np.float32)
-
-
-class _StaticVectors:
-    """Mean of the encoder's input word-piece embeddings (no transformer layer is run)."""
-
-    def __init__(self, tokenizer_json: str, table: np.ndarray, max_tokens: int = 512):
-        self.tokenizer_json = tokenizer_json
-        self.tokenizer = Tokenizer.from_str(tokenizer_json)
-        self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(max_tokens)
-        self.table = torch.from_numpy(table)
-
-    def __call__(self, texts) -> torch.Tensor:
-        """(N, dim) float32 mean vectors (zeros for a text without tokens)."""
-        ids = [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
-        lengths = torch.tensor([len(i) for i in ids], dtype=torch.int64)
-        flat = torch.tensor([t for i in ids for t in i], dtype=torch.int64)
-        offsets = torch.cumsum(lengths, 0) - lengths
-        return torch.nn.functional.embedding_bag(flat, self.table, offsets, mode="mean")
-
-
-class _Net(torch.nn.Module):
-    """EmbeddingBag over hashed n-grams (+ linear map of the static vector) -> [ReLU -> linear]."""
-
-    def __init__(self, n_buckets: int, hidden: int, n_clusters: int, static_dim: int):
-        super().__init__()
-        width = hidden or n_clusters
-        self.ngrams = torch.nn.EmbeddingBag(n_buckets, width, mode="sum", sparse=True)
-        self.static = torch.nn.Linear(static_dim, width) if static_dim else None
-        self.bias = None if static_dim else torch.nn.Parameter(torch.zeros(width))
-        self.head = torch.nn.Linear(hidden, n_clusters) if hidden else None
-
-    def forward(self, indices, offsets, weights, static=None):
-        z = self.ngrams(indices, offsets, per_sample_weights=weights)
-        z = z + (self.static(static) if self.static is not None else self.bias)
-        return self.head(torch.relu(z)) if self.head is not None else z
-
-
-# ---------------------------------------------------------------------------- the student
-class Student:
-    """A text-only student of a GEM teacher.
+class Student(ClassifierMixin, BaseEstimator):
+    """A text-only student of a GEM teacher (a classifier of texts into the K clusters).
 
     Parameters
     ----------
     n_buckets : int, default=2**18
         Hashing dimension of the n-gram features.
     word_ngrams, char_ngrams : (int, int) or None, default (1, 2) and (3, 5)
+        (min_n, max_n) of the word and byte n-grams; None leaves that kind out.
     hidden : int, default=128
         Width of the hidden layer; 0 gives a linear (logistic) student.
     static_vectors : bool, default=True
@@ -120,21 +67,45 @@ class Student:
         Retrain on every row (validation rows included) for the best number of epochs.
     target_agreement : float, default=0.975
         The default cascade threshold is the lowest reaching this validation agreement.
-    device : {"auto", "cpu", "cuda"}
-    random_state : int or None
+    device : str or torch.device, default="auto"
+        See :func:`gem_app.core.rows.resolve_device`.
+    random_state : int, numpy RandomState or Generator, or None
+        Seeds the split, the shuffles and the initial weights (an int: the same student).
 
     Attributes
     ----------
+    classes_ : ndarray of shape (n_clusters,)
+        The labels of the K outputs: ``0 .. K-1`` when trained on soft assignments.
     n_clusters_ : int
     idf_ : ndarray of shape (n_buckets,)
     static_mean_ : ndarray of shape (384,) or None
+    static_model_ : StaticVectors or None
     net_ : torch.nn.Module
     history_ : list of dict (epoch, loss, validation_agreement)
     validation_agreement_ : float
-    cascade_curve_ : list of dict (see :func:`cascade_curve`), on the validation rows
+    cascade_curve_ : list of dict (see :func:`~gem_app.scale.cascade.cascade_curve`), on
+        the validation rows
     threshold_ : float
         Default cascade threshold.
     """
+
+    _parameter_constraints: dict = {
+        "n_buckets": [NumberInterval(Integral, 1, None, closed="left")],
+        "word_ngrams": [tuple, list, None],
+        "char_ngrams": [tuple, list, None],
+        "hidden": [NumberInterval(Integral, 0, None, closed="left")],
+        "static_vectors": ["boolean"],
+        "temperature": [NumberInterval(Real, 0, None, closed="neither")],
+        "epochs": [NumberInterval(Integral, 1, None, closed="left")],
+        "batch_size": [NumberInterval(Integral, 1, None, closed="left")],
+        "learning_rate": [NumberInterval(Real, 0, None, closed="neither")],
+        "patience": [NumberInterval(Integral, 1, None, closed="left")],
+        "validation_fraction": [NumberInterval(Real, 0, 1, closed="neither")],
+        "refit": ["boolean"],
+        "target_agreement": [NumberInterval(Real, 0, 1, closed="both")],
+        "device": [str, torch.device],
+        "random_state": ["random_state", np.random.Generator],
+    }
 
     def __init__(
         self,
@@ -155,7 +126,6 @@ class Student:
         device="auto",
         random_state=None,
     ):
-        self.refit = refit
         self.n_buckets = n_buckets
         self.word_ngrams = word_ngrams
         self.char_ngrams = char_ngrams
@@ -167,80 +137,52 @@ class Student:
         self.learning_rate = learning_rate
         self.patience = patience
         self.validation_fraction = validation_fraction
+        self.refit = refit
         self.target_agreement = target_agreement
         self.device = device
         self.random_state = random_state
 
-    def _validate(self, texts, q):
-        for name in ("n_buckets", "epochs", "batch_size", "patience"):
-            value = getattr(self, name)
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.hidden, numbers.Integral) or self.hidden < 0:
-            raise ValueError(f"hidden must be an integer >= 0, got {self.hidden!r}")
-        for name in ("temperature", "learning_rate"):
-            value = getattr(self, name)
-            if not isinstance(value, numbers.Real) or not 0 < value < np.inf:
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        if not 0 < self.validation_fraction < 1:
-            raise ValueError(
-                f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}"
-            )
-        for name in ("word_ngrams", "char_ngrams"):
-            value = getattr(self, name)
-            if value is not None and not (len(value) == 2 and 1 <= value[0] <= value[1]):
-                raise ValueError(
-                    f"{name} must be (min_n, max_n) with 1 <= min_n <= max_n, got {value!r}"
-                )
-        q = np.asarray(q, dtype=np.float64)
-        if q.ndim != 2 or q.shape[0] != len(texts) or q.shape[1] < 2:
-            raise ValueError(f"teacher_proba must have shape ({len(texts)}, K >= 2), got {q.shape}")
-        bad = np.flatnonzero(
-            ~np.isfinite(q).all(axis=1) | (q < 0).any(axis=1) | (np.abs(q.sum(axis=1) - 1) > 1e-3)
-        )
-        if len(bad):
-            raise ValueError(f"teacher_proba row {bad[0]} is not a probability vector")
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise ValueError(f"text {i} is {type(t).__name__}, not str")
-        if len(texts) < 10:
-            raise ValueError(f"need at least 10 texts to train a student, got {len(texts)}")
-        return q
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False  # a sequence of texts, not a numeric matrix
+        tags.input_tags.string = True
+        return tags
 
     # -------------------------------------------------------------- features
     def _features(self, texts):
-        counts = hash_features(
+        return hash_features(
             texts,
             n_buckets=self.n_buckets,
             word_ngrams=self.word_ngrams,
             char_ngrams=self.char_ngrams,
         )
-        return counts
-
-    def _batch(self, weights, static, rows, device):
-        sub = weights[rows]
-        indices = torch.from_numpy(sub.indices.astype(np.int64)).to(device)
-        offsets = torch.from_numpy(sub.indptr[:-1].astype(np.int64)).to(device)
-        values = torch.from_numpy(sub.data).to(device)
-        v = None if static is None else static[torch.as_tensor(rows)].to(device)
-        return indices, offsets, values, v
 
     def _static(self, texts):
-        if self._static_model is None:
+        if self.static_model_ is None:
             return None
-        v = self._static_model(texts) - torch.from_numpy(self.static_mean_)
+        v = self.static_model_(texts) - torch.from_numpy(self.static_mean_)
         return v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
     # -------------------------------------------------------------- fitting
-    def fit(self, texts, teacher_proba):
-        """Train on texts and the teacher's soft assignments q, shape (N, K).
+    def fit(self, texts, y):
+        """Train on texts and the teacher's assignments.
+
+        Parameters
+        ----------
+        texts : sequence of str, length N (at least 10)
+        y : array-like of shape (N, K) or (N,)
+            The teacher's soft assignments q (rows are probability vectors, K >= 2), or
+            hard labels (at least 2 distinct ones; ``classes_`` are the sorted labels).
 
         Returns
         -------
         self : Student
         """
-        texts = list(texts)
-        q = self._validate(texts, teacher_proba)
+        self._validate_params()
+        for name in ("word_ngrams", "char_ngrams"):
+            _check_ngrams(getattr(self, name), name)
+        texts = _check_texts(texts)
+        q, classes = _targets(y, len(texts))
         device = resolve_device(self.device)
         rng = np.random.default_rng(self.random_state)
         n, K = q.shape
@@ -250,13 +192,10 @@ class Student:
         counts = self._features(texts)
         self.idf_ = inverse_document_frequency(counts)  # unsupervised: every text
         weights = tfidf_weights(counts, self.idf_)
+        self.static_model_, self.static_mean_ = None, None
         if self.static_vectors:
-            tokenizer_path, table = _minilm_files()
-            self._static_model = _StaticVectors(tokenizer_path.read_text(encoding="utf-8"), table)
-            raw = self._static_model(texts)
-            self.static_mean_ = raw.mean(0).numpy()
-        else:
-            self._static_model, self.static_mean_ = None, None
+            self.static_model_, _ = StaticVectors.from_minilm()
+            self.static_mean_ = self.static_model_(texts).mean(0).numpy()
         static = self._static(texts)
         targets = torch.softmax(
             torch.from_numpy(np.log(np.maximum(q, 1e-300)) / self.temperature), dim=1
@@ -265,9 +204,10 @@ class Student:
         static_dim = 0 if static is None else static.shape[1]
         seed = int(rng.integers(2**31))
         net, self.history_, best_epoch = self._train(data, K, static_dim, seed, train, val, rng)
+        self.classes_ = classes
         self.n_clusters_ = K
         self.validation_agreement_ = max(h["validation_agreement"] for h in self.history_)
-        p_val = self._proba_rows(net, weights, static, val, device)
+        p_val = _proba_rows(net, weights, static, val, device)
         self.cascade_curve_ = cascade_curve(p_val.max(1), p_val.argmax(1) == data[3][val])
         self.threshold_ = choose_threshold(self.cascade_curve_, self.target_agreement)
         if self.refit:  # the same schedule on every row, for the best number of epochs
@@ -284,7 +224,7 @@ class Student:
         weights, static, targets, teacher_top, device = data
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            net = _Net(self.n_buckets, self.hidden, K, static_dim)
+            net = StudentNet(self.n_buckets, self.hidden, K, static_dim)
             if self.hidden:
                 torch.nn.init.normal_(net.ngrams.weight, std=0.05)
             else:
@@ -302,7 +242,7 @@ class Student:
             total = 0.0
             for start in range(0, len(train), self.batch_size):
                 rows = np.sort(train[start : start + self.batch_size])
-                logits = net(*self._batch(weights, static, rows, device))
+                logits = net(*batch_inputs(weights, static, rows, device))
                 loss = -(targets[rows].to(device) * torch.log_softmax(logits, 1)).sum(1).mean()
                 for opt in optimizers:
                     opt.zero_grad()
@@ -313,7 +253,7 @@ class Student:
             rng.shuffle(train)
             if val is None:
                 continue
-            p_val = self._proba_rows(net, weights, static, val, device)
+            p_val = _proba_rows(net, weights, static, val, device)
             score = float(np.mean(p_val.argmax(1) == teacher_top[val]))
             history.append(
                 {"epoch": epoch + 1, "loss": total / len(train), "validation_agreement": score}
@@ -329,48 +269,40 @@ class Student:
             net.load_state_dict(best_state)
         return net.eval(), history, best_epoch
 
-    def _proba_rows(self, net, weights, static, rows, device):
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(rows), 4096):
-                part = rows[start : start + 4096]
-                out.append(torch.softmax(net(*self._batch(weights, static, part, device)), 1).cpu())
-        return torch.cat(out).numpy()
-
     # -------------------------------------------------------------- prediction
     def predict_proba(self, texts, batch_size=None):
-        """Student probabilities, shape (N, K), float32; rows sum to 1.
+        """Student probabilities, shape (N, n_clusters), float32; rows sum to 1.
 
-        ``batch_size`` texts are featurised and scored at a time (default: 2048 on CPU,
-        chosen from the free memory on CUDA, see :func:`choose_batch_size`).
+        Column k is the probability of ``classes_[k]``. ``batch_size`` texts are
+        featurised and scored at a time (default: 2048 on CPU, chosen from the free
+        memory on CUDA, see :func:`~gem_app.scale.cascade.choose_batch_size`).
         """
-        self._check_fitted()
-        texts = list(texts)
+        check_is_fitted(self)
+        texts = _check_texts(texts, minimum=0)
         out = [np.zeros((0, self.n_clusters_), dtype=np.float32)]
         device = next(self.net_.parameters()).device
-        batch_size = batch_size or choose_batch_size(device, self.hidden or self.n_clusters_)
+        if batch_size is None:
+            batch_size = choose_batch_size(device, self.hidden or self.n_clusters_)
+        batch_size = check_int(batch_size, "batch_size", minimum=1)
         with torch.no_grad():
             for start in range(0, len(texts), batch_size):
                 part = texts[start : start + batch_size]
                 weights = tfidf_weights(self._features(part), self.idf_)
                 rows = np.arange(len(part))
-                logits = self.net_(*self._batch(weights, self._static(part), rows, device))
+                logits = self.net_(*batch_inputs(weights, self._static(part), rows, device))
                 out.append(torch.softmax(logits, 1).cpu().numpy())
         return np.concatenate(out)
 
     def predict(self, texts):
-        """Most probable cluster per text, shape (N,), int64."""
-        return self.predict_proba(texts).argmax(axis=1).astype(np.int64)
+        """Most probable class per text, shape (N,) (int64 cluster ids for soft training)."""
+        proba = self.predict_proba(texts)
+        return self.classes_[proba.argmax(axis=1)]
 
     def to(self, device):
         """Move the network to a device ("cpu", "cuda"); returns self."""
-        self._check_fitted()
-        self.net_ = self.net_.to(device)
+        check_is_fitted(self)
+        self.net_ = self.net_.to(resolve_device(device))
         return self
-
-    def _check_fitted(self):
-        if not hasattr(self, "net_"):
-            raise ValueError("this Student is not fitted yet; call fit or Student.load")
 
     # -------------------------------------------------------------- persistence
     def save(self, folder, *, cluster_labels=None, metrics=None, metadata=None):
@@ -379,131 +311,68 @@ class Student:
         The word-piece table is not copied: it is read back from the offline MiniLM
         package and checked against the sha256 stored in the JSON.
         """
-        self._check_fitted()
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        tensors = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net_.state_dict().items()}
-        tensors["idf"] = self.idf_
-        if self.static_mean_ is not None:
-            tensors["static_mean"] = self.static_mean_
-        tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
-        params = {k: getattr(self, k) for k in _PARAMS}
-        params["word_ngrams"] = None if self.word_ngrams is None else list(self.word_ngrams)
-        params["char_ngrams"] = None if self.char_ngrams is None else list(self.char_ngrams)
-        doc = {
-            "format": "gem-student",
-            "format_version": FORMAT_VERSION,
-            "hashing": {
-                "scheme": HASH_SCHEME,
-                "n_buckets": self.n_buckets,
-                "word_ngrams": params["word_ngrams"],
-                "char_ngrams": params["char_ngrams"],
-                "lowercase": True,
-                "probe": _PROBE,
-                "probe_buckets": _probe_buckets(self),
-            },
-            "static_vectors": None
-            if self.static_mean_ is None
-            else {
-                "encoder": "all-MiniLM-L6-v2",
-                "table_sha256": _table_sha256(),
-                "max_tokens": 512,
-            },
-            "params": params,
-            "n_clusters": self.n_clusters_,
-            "cluster_labels": cluster_labels,
-            "threshold": self.threshold_,
-            "validation_agreement": self.validation_agreement_,
-            "history": self.history_,
-            "cascade_curve_validation": self.cascade_curve_,
-            "metrics": metrics or {},
-            "metadata": metadata or {},
-        }
-        with atomic_path(folder / STUDENT_TENSORS) as tmp:
-            save_file(tensors, str(tmp))
-        write_json(folder / STUDENT_JSON, doc)
+        check_is_fitted(self)
+        return student_files.save_student(
+            self, folder, cluster_labels=cluster_labels, metrics=metrics, metadata=metadata
+        )
 
     @classmethod
     def load(cls, folder, device="cpu"):
         """Load a student folder; a different format_version or hashing scheme is a ValueError."""
-        folder = Path(folder)
-        doc = read_student_json(folder)
-        params = dict(doc["params"])
-        for key in ("word_ngrams", "char_ngrams"):
-            params[key] = None if params[key] is None else tuple(params[key])
-        student = cls(**params)
-        tensors = load_file(str(folder / STUDENT_TENSORS))
-        student.idf_ = tensors["idf"]
-        student.static_mean_ = tensors.get("static_mean")
-        student.n_clusters_ = int(doc["n_clusters"])
-        if student.static_mean_ is not None:
-            tokenizer_path, table = _minilm_files()
-            expected = doc["static_vectors"]["table_sha256"]
-            if _table_sha256(table) != expected:
-                raise ValueError(
-                    f"{folder}: the installed MiniLM word-piece table differs from the one the "
-                    "student was trained with (sha256 mismatch); retrain the student"
-                )
-            student._static_model = _StaticVectors(
-                tokenizer_path.read_text(encoding="utf-8"), table
-            )
-        else:
-            student._static_model = None
-        static_dim = 0 if student.static_mean_ is None else len(student.static_mean_)
-        net = _Net(student.n_buckets, student.hidden, student.n_clusters_, static_dim)
-        state = {k[4:]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith("net.")}
-        net.load_state_dict(state)
-        net.eval()
-        student.net_ = net.to(device)
-        student.threshold_ = float(doc["threshold"])
-        student.validation_agreement_ = float(doc["validation_agreement"])
-        student.history_ = doc["history"]
-        student.cascade_curve_ = doc["cascade_curve_validation"]
-        student.cluster_labels_ = doc.get("cluster_labels")
-        student.metrics_ = doc.get("metrics", {})
-        if _probe_buckets(student) != doc["hashing"]["probe_buckets"]:
-            raise ValueError(
-                f"{folder}: this installation hashes n-grams differently ({HASH_SCHEME})"
-            )
-        return student
+        return student_files.load_student(cls, folder, device=device)
 
 
-_PARAMS = (
-    "n_buckets",
-    "word_ngrams",
-    "char_ngrams",
-    "hidden",
-    "static_vectors",
-    "temperature",
-    "epochs",
-    "batch_size",
-    "learning_rate",
-    "patience",
-    "validation_fraction",
-    "refit",
-    "target_agreement",
-    "device",
-    "random_state",
-)
+def _proba_rows(net, weights, static, rows, device) -> np.ndarray:
+    """Softmax outputs of ``net`` for some rows, shape (len(rows), K), float32 numpy."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(rows), 4096):
+            part = rows[start : start + 4096]
+            out.append(torch.softmax(net(*batch_inputs(weights, static, part, device)), 1).cpu())
+    return torch.cat(out).numpy()
 
 
-def read_student_json(folder) -> dict:
-    """Read and check ``folder/student.json`` (format and format_version)."""
-    path = Path(folder) / STUDENT_JSON
-    doc = read_versioned_json(
-        path, kind="gem-student", version=FORMAT_VERSION, what="GEM student file"
+def _check_ngrams(value, name: str) -> None:
+    """(min_n, max_n) with 1 <= min_n <= max_n, or None."""
+    if value is None:
+        return
+    if len(value) != 2:
+        raise ValueError(f"{name} must be (min_n, max_n) with 1 <= min_n <= max_n, got {value!r}")
+    low = check_int(value[0], f"{name}[0] (min_n)", minimum=1)
+    check_int(value[1], f"{name}[1] (max_n)", minimum=low)
+
+
+def _check_texts(texts, minimum: int = _MIN_TEXTS) -> list[str]:
+    """Texts as a list of str; ValueError naming the first that is not one."""
+    if isinstance(texts, str):
+        raise ValueError("texts must be a sequence of str, got a single str")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise ValueError(f"text {i} is {type(text).__name__}, not str")
+    if len(texts) < minimum:
+        raise ValueError(f"need at least {minimum} texts to train a student, got {len(texts)}")
+    return texts
+
+
+def _targets(y, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training targets (N, K) and the classes: soft assignments as given, labels one-hot."""
+    y = np.asarray(y)
+    if y.ndim == 1 and y.shape[0] == n:
+        check_classification_targets(y)
+        classes, index = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(f"y has a single class ({classes[0]!r}); a student needs K >= 2")
+        return np.eye(len(classes))[index], classes
+    if y.ndim != 2 or y.shape[0] != n or y.shape[1] < 2:
+        raise ValueError(
+            f"y must have shape ({n}, K >= 2) (the teacher's soft assignments) or ({n},) "
+            f"(hard labels), got {y.shape}"
+        )
+    q = np.asarray(y, dtype=np.float64)
+    bad = np.flatnonzero(
+        ~np.isfinite(q).all(axis=1) | (q < 0).any(axis=1) | (np.abs(q.sum(axis=1) - 1) > 1e-3)
     )
-    if doc.get("hashing", {}).get("scheme") != HASH_SCHEME:
-        raise ValueError(f"{path}: unknown hashing scheme {doc.get('hashing', {}).get('scheme')!r}")
-    return doc
-
-
-def _probe_buckets(student) -> list[int]:
-    counts = student._features([_PROBE])
-    return [int(i) for i in counts.indices]
-
-
-def _table_sha256(table=None) -> str:
-    if table is None:
-        table = _minilm_files()[1]
-    return hashlib.sha256(np.ascontiguousarray(table, dtype=np.float32).tobytes()).hexdigest()
+    if len(bad):
+        raise ValueError(f"y (teacher probabilities) row {bad[0]} is not a probability vector")
+    return q, np.arange(q.shape[1])

@@ -2,6 +2,8 @@
 
 Each check returns the value as a plain Python ``int`` / ``float`` and raises a
 ``ValueError`` that names the parameter and the value. Booleans are never numbers here.
+Estimators declare the same rule in their ``_parameter_constraints`` with
+:class:`NumberInterval` (scikit-learn validates them at ``fit``).
 """
 
 from __future__ import annotations
@@ -9,7 +11,10 @@ from __future__ import annotations
 import math
 import numbers
 
-__all__ = ["check_int", "check_real", "is_int", "is_real"]
+import numpy as np
+from sklearn.utils._param_validation import Interval
+
+__all__ = ["NumberInterval", "check_int", "check_real", "is_int", "is_real"]
 
 
 def is_int(value) -> bool:
@@ -73,3 +78,16 @@ def _int_range(minimum, maximum) -> str:
     if maximum is not None:
         return f"an integer <= {maximum}"
     return "an integer"
+
+
+class NumberInterval(Interval):
+    """scikit-learn's ``Interval`` constraint that refuses booleans.
+
+    For an estimator's ``_parameter_constraints``: ``True`` is an ``Integral`` to Python,
+    but never a number of clusters or a tolerance here (the rule of :func:`is_int`).
+    The error message is scikit-learn's ``InvalidParameterError`` (a ``ValueError``),
+    which names the parameter and the value.
+    """
+
+    def is_satisfied_by(self, val) -> bool:
+        return not isinstance(val, bool | np.bool_) and super().is_satisfied_by(val)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from scipy.optimize import brentq, minimize
 from scipy.special import ive, logsumexp
 from scipy.stats import vonmises_fisher
+from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import adjusted_mutual_info_score
 
@@ -254,6 +255,23 @@ def test_same_seed_same_result_and_predict_proba_equals_fit():
     np.testing.assert_array_equal(m1.predict(X), m1.labels_)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_sklearn_clone_random_state_and_cluster_api():
+    X, _, _ = planted([60, 50], d=5, kappa=20.0, seed=17)
+    model = GEM(2, balance=0.5, init="random", random_state=4)
+    assert clone(model).get_params() == model.get_params()
+    labels = model.fit_predict(X)
+    np.testing.assert_array_equal(labels, model.labels_)
+    assert not hasattr(clone(model), "labels_") and model.random_state == 4
+    # a RandomState or Generator is drawn from: successive fits use other seeds
+    for state in (np.random.RandomState(0), np.random.default_rng(0)):
+        first = GEM(2, init="random", max_iter=1, random_state=state).fit(X)
+        second = GEM(2, init="random", max_iter=1, random_state=state).fit(X)
+        assert not np.array_equal(first.objective_history_, second.objective_history_)
+    np.testing.assert_array_equal(model.fit_transform(X), model.transform(X))
+    assert model.get_feature_names_out().tolist() == [f"x{i}" for i in range(5)]
+
+
 def test_predict_proba_against_independent_posterior():
     X, _, _ = planted([50, 50], d=3, kappa=5.0, seed=8)
     model = GEM(2, balance=0.5, temperature=1.5, random_state=0).fit(X)
@@ -320,15 +338,31 @@ def test_load_refuses_other_format_versions(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"n_clusters": 0}, "n_clusters"),
-        ({"n_clusters": -2}, "n_clusters"),
-        ({"n_clusters": 50}, "larger than the number of valid rows"),
-        ({"balance": -0.1}, "balance"),
-        ({"temperature": 0.0}, "temperature"),
-        ({"temperature": -1.0}, "temperature"),
-        ({"concentration": "free"}, "concentration"),
-        ({"init": "kmeans"}, "init"),
-        ({"prior": [1.0, 0.0]}, "prior"),
+        (
+            {"n_clusters": 0},
+            r"'n_clusters' parameter of GEM must be an int in the range \[1, inf\)\. Got 0",
+        ),
+        ({"n_clusters": -2}, "'n_clusters' parameter of GEM .* Got -2 instead"),
+        ({"n_clusters": True}, "'n_clusters' parameter of GEM .* Got True instead"),
+        ({"n_clusters": 2.0}, "'n_clusters' parameter of GEM .* Got 2.0 instead"),
+        ({"n_clusters": 50}, r"n_clusters=50 is larger than the number of valid rows \(20"),
+        (
+            {"balance": -0.1},
+            r"'balance' parameter of GEM must be a float in the range \[0.0, inf\)",
+        ),
+        ({"balance": np.inf}, "'balance' parameter of GEM .* Got inf instead"),
+        ({"temperature": 0.0}, r"'temperature' .* range \(0.0, inf\)\. Got 0.0 instead"),
+        ({"temperature": -1.0}, "'temperature' parameter of GEM"),
+        ({"tol": np.nan}, "'tol' parameter of GEM .* Got nan instead"),
+        ({"max_iter": 2.5}, "'max_iter' parameter of GEM"),
+        ({"concentration": "free"}, "'concentration' parameter of GEM must be a str among"),
+        ({"init": "kmeans"}, "'init' parameter of GEM must be a str among .* or an array-like"),
+        ({"init": np.ones((3, 3))}, r"init array must have shape \(2, 3\)"),
+        ({"prior": [1.0, 0.0]}, "prior must be finite and > 0; entry 1"),
+        ({"center": 1}, "'center' parameter of GEM must be an instance of 'bool'"),
+        ({"device": 3}, "'device' parameter of GEM must be an instance of 'str'"),
+        ({"random_state": "seed"}, "'random_state' parameter of GEM"),
+        ({"callback": 5}, "'callback' parameter of GEM must be a callable or None"),
     ],
 )
 def test_bad_parameters_raise(kwargs, message):
@@ -353,19 +387,21 @@ def test_invalid_rows_are_named(row, message):
 
 
 def test_one_dimensional_embeddings_are_refused():
-    with pytest.raises(ValueError, match="at least 2 dimensions"):
+    with pytest.raises(ValueError, match=r"1 feature\(s\) .* minimum of 2 .*d >= 2"):
         GEM(2).fit(np.ones((10, 1)))
 
 
 def test_identical_rows_are_refused_with_centering():
-    with pytest.raises(ValueError, match="coincide with the mean direction"):
+    with pytest.raises(ValueError, match=r"10 row\(s\) with no direction left"):
         GEM(2).fit(np.ones((10, 3)))
+    model = GEM(1, center=False).fit(np.ones((10, 3)))  # the library can skip the correction
+    np.testing.assert_allclose(model.transform(np.ones((1, 3))), np.full((1, 3), 3**-0.5))
 
 
 def test_predict_checks_feature_count():
     X = np.random.default_rng(0).normal(size=(20, 3))
     model = GEM(2, random_state=0).fit(X)
-    with pytest.raises(ValueError, match="fitted with 3"):
+    with pytest.raises(ValueError, match="X has 4 features, but GEM is expecting 3 features"):
         model.predict_proba(np.ones((2, 4)))
 
 

@@ -1,4 +1,4 @@
-"""Tests for gem_app.core.sphere: the SphereTransform and invalid-row detection.
+"""Tests for gem_app.core.sphere: the SphereTransform.
 
 References are independent of the implementation: sklearn's PCA and plain numpy
 re-implementations of the transform written here.
@@ -14,28 +14,10 @@ import pytest
 import torch
 from sklearn.base import clone
 from sklearn.decomposition import PCA
+from sklearn.exceptions import NotFittedError
 
-from gem_app.core import sphere
-from gem_app.core.sphere import SphereTransform, find_invalid_rows
-
-
-# ----------------------------------------------------------------------------- invalid rows
-def test_find_invalid_rows_numpy_torch_and_across_chunks(monkeypatch):
-    X = np.ones((12, 3))
-    X[2, 1] = np.nan
-    X[5] = 0.0
-    X[9, 0] = -np.inf
-    X[10, :] = [np.nan, np.inf, 0.0]
-    expected = {2: "contains NaN", 5: "zero vector", 9: "contains Inf", 10: "contains NaN"}
-    assert find_invalid_rows(X) == expected
-    assert find_invalid_rows(torch.from_numpy(X).float()) == expected
-    monkeypatch.setattr(sphere, "_CHUNK_ELEMENTS", 7)  # two rows per chunk
-    assert find_invalid_rows(X) == expected
-    integers = np.array([[1, 2], [0, 0], [3, 0]])
-    assert find_invalid_rows(integers) == {1: "zero vector"}
-    assert find_invalid_rows(np.ones((4, 2), dtype=np.float16)) == {}
-    with pytest.raises(ValueError, match="2-D"):
-        find_invalid_rows(np.ones(3))
+from gem_app.core import row_checks, sphere
+from gem_app.core.sphere import SphereTransform
 
 
 # ----------------------------------------------------------------------------- SphereTransform
@@ -141,7 +123,7 @@ def test_chunked_statistics_equal_single_chunk(monkeypatch):
     X = _anisotropic(n=101, d=7, seed=8)
     weights = np.random.default_rng(9).uniform(0.5, 2.0, size=101)
     whole = SphereTransform(whiten=True).fit(X, sample_weight=weights)
-    monkeypatch.setattr(sphere, "_CHUNK_ELEMENTS", 50)  # 7 rows per chunk
+    monkeypatch.setattr(row_checks, "_CHUNK_ELEMENTS", 50)  # 7 rows per chunk
     seen_rows = []
     original_unit_rows = sphere._unit_rows
 
@@ -188,16 +170,30 @@ def test_whitening_floor_keeps_degenerate_directions_bounded():
     assert np.isfinite(model.transform(rng.normal(size=(5, 10)))).all()
 
 
-def test_row_equal_to_mean_falls_back_to_unit_vector():
+def test_rows_with_no_direction_left_are_refused_by_fit_and_transform():
     X = np.tile([[2.0, 0.0, 0.0]], (4, 1))  # R0 = 1: every u_i equals m
-    model = SphereTransform().fit(X)
-    assert model.anisotropy_ == pytest.approx(1.0)
-    np.testing.assert_array_equal(model.transform(X), _unit(X))
+    for whiten in (False, True):
+        with pytest.raises(
+            ValueError, match=r"4 row\(s\) with no direction left.*rows?\(s\) 0, 1, 2, 3"
+        ):
+            SphereTransform(whiten=whiten).fit(X)
+    with pytest.raises(ValueError, match="1 sample"):
+        SphereTransform().fit(X[:1])
+    np.testing.assert_array_equal(SphereTransform(center=False).fit_transform(X), _unit(X))
+    # one different row among 10^7 identical ones: the identical rows are within 1e-6 of m
+    weights = np.array([1e7, 1.0])
+    rows = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    with pytest.raises(ValueError, match=r"1 row\(s\).*row\(s\) 0\. .*R0 = 1\.000000"):
+        SphereTransform().fit(rows, sample_weight=weights)
+    # a model whose mean direction is a unit vector (from a state) refuses such rows too
+    state = SphereTransform().fit(rows).get_state()
+    model = SphereTransform.from_state({**state, "mean_": np.array([1.0, 0.0, 0.0])})
+    with pytest.raises(ValueError, match=r"row\(s\) 1\b"):
+        model.transform([[0.0, 1.0, 0.0], [3.0, 0.0, 0.0]])
     half = math.sqrt(0.5)
     np.testing.assert_allclose(
         model.transform([[1.0, 1.0, 0.0]]), _unit([[half - 1, half, 0]]), rtol=1e-14
     )
-    np.testing.assert_array_equal(SphereTransform(whiten=True).fit_transform(X), _unit(X))
 
 
 def test_state_round_trip_through_json():
@@ -229,10 +225,27 @@ def test_sklearn_conventions():
     assert not hasattr(model, "mean_")
     X = _anisotropic(n=20, d=3)
     assert model.fit(X) is model
-    with pytest.raises(ValueError, match="not fitted"):
+    np.testing.assert_array_equal(model.get_feature_names_out(), ["x0", "x1", "x2"])
+    with pytest.raises(NotFittedError, match="not fitted"):
         SphereTransform().transform(X)
-    with pytest.raises(ValueError, match="center"):
-        SphereTransform(center="yes").fit(X)
+    for params, name in [
+        ({"center": "yes"}, "center"),
+        ({"eps": 1.0}, "eps"),
+        ({"eps": -1}, "eps"),
+    ]:
+        with pytest.raises(ValueError, match=f"The '{name}' parameter of SphereTransform must be"):
+            SphereTransform(**params).fit(X)
+
+
+def test_zero_weights_remove_rows():
+    X = _anisotropic(n=30, d=4, seed=13)
+    weights = np.r_[np.zeros(10), np.linspace(1.0, 2.0, 20)]
+    weighted = SphereTransform(whiten=True).fit(X, sample_weight=weights)
+    dropped = SphereTransform(whiten=True).fit(X[10:], sample_weight=weights[10:])
+    np.testing.assert_allclose(weighted.mean_, dropped.mean_, rtol=1e-14)
+    np.testing.assert_allclose(weighted.whitening_, dropped.whitening_, rtol=1e-10)
+    with pytest.raises(ValueError, match="zero for every row"):
+        SphereTransform().fit(X, sample_weight=np.zeros(30))
 
 
 @pytest.mark.parametrize(
@@ -247,7 +260,7 @@ def test_sklearn_conventions():
             r"3 row\(s\).*row 1 \(zero vector\), row 2 \(contains NaN\), row 3 \(contains Inf\)",
         ),
         (np.ones((3, 2)), np.ones(4), r"shape \(3,\)"),
-        (np.ones((3, 2)), [1.0, 0.0, 1.0], r"sample_weight\[1\] = 0.0"),
+        (np.ones((3, 2)), [1.0, -1.0, 1.0], r"sample_weight\[1\] = -1.0: .* >= 0"),
         (np.ones((3, 2)), [1.0, 1.0, np.nan], r"sample_weight\[2\] = nan"),
         (np.array([["a", "b"]]), None, "dtype"),
     ],
@@ -259,7 +272,7 @@ def test_fit_rejects_bad_input(X, weights, message):
 
 def test_transform_rejects_wrong_dimension_and_invalid_rows():
     model = SphereTransform().fit(_anisotropic(n=20, d=4))
-    with pytest.raises(ValueError, match="3 features .* fitted on 4"):
+    with pytest.raises(ValueError, match="X has 3 features, but SphereTransform is expecting 4"):
         model.transform(np.ones((2, 3)))
     bad = np.ones((8, 4))
     bad[6, 2] = np.nan

@@ -15,7 +15,8 @@ from gem_app.cli import main
 from gem_app.core.gem import GEM
 from gem_app.scale.assign import MANIFEST, assign
 from gem_app.scale.inputs import find_shards, shard_stem
-from gem_app.scale.student import STUDENT_JSON, Student
+from gem_app.scale.student import Student
+from gem_app.scale.student_files import STUDENT_JSON
 
 TOPICS = {
     0: "kernel driver module linux device firmware hardware usb",

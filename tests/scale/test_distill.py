@@ -10,13 +10,21 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+from scipy import sparse
 from scipy.stats import entropy
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 from sklearn.feature_extraction.text import TfidfTransformer
+from sklearn.utils import get_tags
 
+from gem_app.cli import main
+from gem_app.core.gem import GEM
 from gem_app.scale.cascade import agreement, cascade_curve, choose_threshold, mean_kl
 from gem_app.scale.hashing import hash_features, inverse_document_frequency, tfidf_weights
-from gem_app.scale.student import STUDENT_JSON, Student
+from gem_app.scale.student import Student
+from gem_app.scale.student_files import STUDENT_JSON
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,8 +68,6 @@ def test_tfidf_matches_independent_formula_and_sklearn_idf():
     rng = np.random.default_rng(0)
     dense = rng.integers(0, 4, size=(6, 10)).astype(np.float32)
     dense[5] = 0  # an empty document stays empty
-    from scipy import sparse
-
     counts = sparse.csr_matrix(dense)
     idf = inverse_document_frequency(counts)
     sk = TfidfTransformer(smooth_idf=True).fit(dense)
@@ -169,11 +175,19 @@ def test_save_load_roundtrip_and_version_check(small_student, tmp_path):
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"hidden": -1}, "hidden"),
-        ({"temperature": 0.0}, "temperature"),
-        ({"epochs": 0}, "epochs"),
-        ({"char_ngrams": (4, 2)}, "char_ngrams"),
-        ({"validation_fraction": 1.5}, "validation_fraction"),
+        ({"hidden": -1}, "'hidden' parameter of Student must be an int in the range"),
+        ({"hidden": True}, "'hidden' parameter of Student .* Got True instead"),
+        ({"n_buckets": 0}, "'n_buckets' parameter of Student"),
+        ({"temperature": 0.0}, r"'temperature' .* \(0.0, inf\)\. Got 0.0 instead"),
+        ({"epochs": 0}, "'epochs' parameter of Student"),
+        ({"char_ngrams": (4, 2)}, r"char_ngrams\[1\] \(max_n\) must be an integer >= 4, got 2"),
+        ({"word_ngrams": (0, 2)}, r"word_ngrams\[0\] \(min_n\) must be a positive integer"),
+        ({"word_ngrams": (1, 2, 3)}, r"word_ngrams must be \(min_n, max_n\)"),
+        ({"word_ngrams": "12"}, "'word_ngrams' parameter of Student must be"),
+        ({"validation_fraction": 1.5}, "'validation_fraction' parameter of Student"),
+        ({"target_agreement": 1.5}, "'target_agreement' parameter of Student"),
+        ({"random_state": "seed"}, "'random_state' parameter of Student"),
+        ({"device": "tpu"}, "device='tpu' is not a known device"),
     ],
 )
 def test_bad_parameters(params, message):
@@ -182,25 +196,76 @@ def test_bad_parameters(params, message):
         Student(**params).fit(texts, q)
 
 
-def test_bad_teacher_probabilities():
-    texts, q, _ = topic_texts(20, 0)
-    with pytest.raises(ValueError, match=r"shape \(20, K >= 2\)"):
+def test_bad_teacher_probabilities_and_labels():
+    texts, q, labels = topic_texts(20, 0)
+    with pytest.raises(ValueError, match=r"shape \(20, K >= 2\) .* or \(20,\)"):
         Student().fit(texts, q[:10])
     with pytest.raises(ValueError, match="text 3 is int"):
         Student().fit(texts[:3] + [5] + texts[4:], q)
+    with pytest.raises(ValueError, match="single str"):
+        Student().fit("one text", q)
+    with pytest.raises(ValueError, match="at least 10 texts"):
+        Student().fit(texts[:5], q[:5])
+    with pytest.raises(ValueError, match="single class"):
+        Student().fit(texts, np.zeros(20, dtype=int))
+    with pytest.raises(ValueError, match="Unknown label type"):
+        Student().fit(texts, np.linspace(0.0, 1.0, 20))
     q[7] = [0.5, 0.6, 0.1]
     with pytest.raises(ValueError, match="row 7"):
         Student().fit(texts, q)
+
+
+# ----------------------------------------------------------------------------- scikit-learn API
+SMALL = dict(n_buckets=2**10, hidden=0, static_vectors=False, epochs=3, random_state=3)
+
+
+def test_hard_labels_are_one_hot_targets_and_any_labels_work(tmp_path):
+    texts, _, labels = topic_texts(150, 8)
+    soft = Student(**SMALL).fit(texts, np.eye(3)[labels])
+    hard = Student(**SMALL).fit(texts, labels)
+    np.testing.assert_array_equal(hard.predict_proba(texts), soft.predict_proba(texts))
+    assert hard.classes_.tolist() == [0, 1, 2] and hard.predict(texts).dtype == np.int64
+    names = np.array(["kernel", "python", "fonts"])
+    named = Student(**SMALL).fit(texts, names[labels])
+    assert named.classes_.tolist() == ["fonts", "kernel", "python"]  # sorted, as scikit-learn
+    test_texts, _, test_labels = topic_texts(60, 9)
+    predicted = named.predict(test_texts)
+    assert np.mean(predicted == names[test_labels]) >= 0.95
+    assert named.score(test_texts, names[test_labels]) == np.mean(predicted == names[test_labels])
+    named.save(tmp_path / "named")
+    loaded = Student.load(tmp_path / "named")
+    np.testing.assert_array_equal(loaded.predict(test_texts), predicted)
+
+
+def test_clone_unfitted_state_and_fit_returns_self():
+    student = Student(**SMALL)
+    copy = clone(student)
+    assert copy.get_params() == student.get_params() and copy is not student
+    with pytest.raises(NotFittedError):
+        student.predict(["a text"])
+    texts, q, _ = topic_texts(40, 10)
+    assert student.fit(texts, q) is student
+    assert not hasattr(clone(student), "net_")
+    assert student.predict([]).shape == (0,) and student.predict_proba([]).shape == (0, 3)
+    assert get_tags(student).input_tags.string and not get_tags(student).input_tags.two_d_array
+
+
+def test_saved_params_are_get_params(small_student, tmp_path):
+    small_student.save(tmp_path / "s")
+    doc = json.loads((tmp_path / "s" / STUDENT_JSON).read_text())
+    params = small_student.get_params()
+    assert set(doc["params"]) == set(params)
+    assert doc["params"]["char_ngrams"] == list(params["char_ngrams"])
+    assert Student.load(tmp_path / "s").get_params() == params
+    seeded = Student(**{**SMALL, "random_state": np.random.default_rng(0)})
+    seeded.fit(*topic_texts(40, 11)[:2]).save(tmp_path / "g", metadata={"a": 1})
+    assert json.loads((tmp_path / "g" / STUDENT_JSON).read_text())["params"]["random_state"] is None
 
 
 # ----------------------------------------------------------------------------- the sample
 @pytest.mark.slow
 def test_sample_student_and_cascade_agree_with_teacher():
     """Held-out 20% of the Debian sample, teacher GEM K = 16 on its MiniLM embeddings."""
-    import pandas as pd
-
-    from gem_app.core.gem import GEM
-
     frame = pd.read_parquet(REPO / "sample_data" / "debian_packages.parquet")
     X = np.load(REPO / "sample_data" / "embeddings.npy").astype(np.float64)
     teacher = GEM(16, random_state=0).fit(X, sample_weight=frame["tokens"].to_numpy())
@@ -221,10 +286,6 @@ def test_sample_student_and_cascade_agree_with_teacher():
 
 
 def test_cli_distill_writes_student_with_metrics(tmp_path, capsys):
-    import pandas as pd
-
-    from gem_app.cli import main
-
     texts, _, labels = topic_texts(150, 7)
     rng = np.random.default_rng(7)
     centres = rng.normal(size=(3, 6))
