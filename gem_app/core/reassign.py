@@ -15,7 +15,7 @@ each slider move only solves the K-dimensional dual over them
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -28,22 +28,34 @@ from gem_app.utils.validation import check_real
 __all__ = ["Reassignment", "document_scores", "q_from_scores", "q_step"]
 
 _CHUNK_ROWS = 1 << 16
+_GAP_TOL = 1e-11
+_NEWTON_STEPS = 8
 
 
-@dataclass
 class Reassignment:
-    """One q-step: memberships, masses and the dual.
+    """One q-step over frozen scores: the masses and the dual; memberships on demand.
 
     Attributes
     ----------
-    q : ndarray of shape (n_documents, n_clusters), float32
     masses : ndarray of shape (n_clusters,), float64, sums to 1
-    dual : ndarray of shape (n_clusters,), float64 (``eta``; zeros when balance is 0)
+        ``rho_k = sum_i a_i q_ik / A`` at the solved dual.
+    dual : ndarray of shape (n_clusters,), float64
+        ``eta`` (zeros when balance is 0).
+    temperature : float
+    q : ndarray of shape (n_documents, n_clusters), float32
+        ``softmax((s + eta) / T)`` by row, computed on first access (one pass over the
+        scores; the app's sliders need only the masses).
     """
 
-    q: np.ndarray
-    masses: np.ndarray
-    dual: np.ndarray
+    def __init__(self, masses, dual, temperature: float, chunks):
+        self.masses, self.dual, self.temperature = masses, dual, temperature
+        self._chunks = chunks
+
+    @cached_property
+    def q(self) -> np.ndarray:
+        eta = torch.as_tensor(self.dual, dtype=torch.float32)
+        parts = [dual.soft_assignments(c, eta, self.temperature)[0] for c in self._chunks]
+        return torch.cat(parts).numpy()
 
 
 def document_scores(model, X) -> np.ndarray:
@@ -136,22 +148,49 @@ def q_from_scores(
         chunks = [torch.from_numpy(scores[a:b]) for a, b in bounds]
     cpu = torch.device("cpu")
     rows = RowWeights.from_array(w, bounds, device=cpu, dtype=torch.float32)
-    if lam == 0.0:
+    start = np.zeros(K) if dual_start is None else np.asarray(dual_start, dtype=np.float64)
+    if start.shape != (K,):
+        raise ValueError(f"dual_start must have shape ({K},), got {start.shape}")
+    if lam == 0.0:  # eta = 0 is exact; one pass gives the masses
         eta = np.zeros(K)
+        stats = dual.assignment_stats(chunks, rows, eta, T, full=False)
     else:
-        start = np.zeros(K) if dual_start is None else np.asarray(dual_start, dtype=np.float64)
-        if start.shape != (K,):
-            raise ValueError(f"dual_start must have shape ({K},), got {start.shape}")
-        eta, _, _ = dual.solve_dual(chunks, rows, start, T, lam, floor=-np.inf, gap_tol=1e-11)
-    q = np.empty_like(scores)
-    masses = np.zeros(K)
-    eta_t = torch.as_tensor(eta, dtype=torch.float32)
-    for (a, b), chunk, weight in zip(bounds, chunks, rows.weight_c, strict=True):
-        q_chunk, _ = dual.soft_assignments(chunk, eta_t, T)
-        q[a:b] = q_chunk.numpy()
-        masses += (weight @ q_chunk).double().numpy()
-    masses /= w.sum()
-    return Reassignment(q=q, masses=masses / masses.sum(), dual=eta)
+        eta, stats = _solve_warm(chunks, rows, start, T, lam, gap_tol=_GAP_TOL)
+    masses = np.clip(stats.masses, 0.0, None)
+    return Reassignment(masses / masses.sum(), eta, T, chunks)
+
+
+def _solve_warm(chunks, rows, eta, temperature, balance, *, gap_tol):
+    """The dual by damped Newton steps from a warm ``eta``, one pass over the scores each.
+
+    Near a previous solution (the next position of a slider) the full-Hessian Newton step
+    converges in one or two passes; a step is kept only if it lowers the dual g. When the
+    steps stall (or the start is far), the trust-region solver of
+    :func:`gem_app.core.dual.solve_dual` finishes from the best point.
+
+    Returns
+    -------
+    eta : ndarray of shape (K,), stats : QStats at eta
+    """
+    stats = dual.assignment_stats(chunks, rows, eta, temperature)
+    value = stats.dual(eta, temperature, balance)
+    for _ in range(_NEWTON_STEPS):
+        if dual.duality_gap(stats.masses, eta, balance) <= gap_tol:
+            return eta, stats
+        step = dual.newton_step(eta, stats, temperature, balance) - eta
+        for scale in (1.0, 0.5, 0.25):
+            candidate = eta + scale * step
+            trial = dual.assignment_stats(chunks, rows, candidate, temperature)
+            trial_value = trial.dual(candidate, temperature, balance)
+            if trial_value <= value:
+                eta, stats, value = candidate, trial, trial_value
+                break
+        else:
+            break
+    eta, stats, _ = dual.solve_dual(
+        chunks, rows, eta, temperature, balance, floor=-np.inf, gap_tol=gap_tol
+    )
+    return eta, stats
 
 
 def q_step(
