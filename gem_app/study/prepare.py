@@ -1,11 +1,12 @@
 """Everything a study trains and scores on, prepared once from a run folder.
 
-The held-out split is stratified by the run's *clusters* (whatever the study's domains), so
-studies of the same run with ``--domains clusters`` and ``--domains labels`` score the same
-held-out documents. Held-out documents are left out of the tokenizer's training text and of
-every training stream. Scores are pooled with the inverse of each cluster's held-out rate as
-document weight, so the overall bits per byte is that of the run's natural document mix even
-when large clusters are capped at ``heldout_max_docs``.
+The held-out split is stratified by the run's *clusters* (for taxonomy leaves, by cluster and
+leaf, so that every leaf has held-out text), so studies of the same run with
+``--domains clusters`` and ``--domains labels`` score the same held-out documents. Held-out
+documents are left out of the tokenizer's training text and of every training stream. Scores
+are pooled with the inverse of each stratum's held-out rate as document weight, so the overall
+bits per byte is that of the run's natural document mix even when large clusters are capped
+at ``heldout_max_docs``.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class StudyData:
     heldout : HeldOut
     heldout_domain : ndarray of shape (H,), int64
     heldout_weight : ndarray of shape (H,)
-        Inverse held-out rate of each document's cluster.
+        Inverse held-out rate of each document's stratum (cluster, or cluster and leaf).
     categories : list of str or None
         Human categories (None without a label column).
     heldout_category : ndarray of shape (H,) or None
@@ -116,15 +117,17 @@ def prepare_study(run, config: StudyConfig, tokenizer: ProxyTokenizer | None = N
     domains = study_domains(run, config.domains)
     texts = run.frame["text"].astype(str).tolist()
     doc_bytes = np.array([len(t.encode("utf-8")) for t in texts], dtype=np.int64)
-    clusters = run.assignments["cluster"].to_numpy(dtype=np.int64)
+    domain = domains.document_domain
+    strata = run.assignments["cluster"].to_numpy(dtype=np.int64)
+    if domains.source == "taxonomy":  # leaves may split clusters: stratify by both
+        strata = strata * len(domains) + domain
     held = heldout_split(
-        clusters,
+        strata,
         doc_bytes >= config.min_doc_bytes,
         share=config.heldout_share,
         max_docs=config.heldout_max_docs,
         random_state=config.seed,
     )
-    domain = domains.document_domain
     _check_split(held, domain, domains, config.min_doc_bytes)
     train_rows = np.flatnonzero(~held)
     held_rows = np.flatnonzero(held)
@@ -143,9 +146,9 @@ def prepare_study(run, config: StudyConfig, tokenizer: ProxyTokenizer | None = N
     heldout = build_heldout(
         [tokens[i] for i in held_rows], held_rows, doc_bytes[held_rows], eos_id=tokenizer.eos_id
     )
-    per_cluster = np.bincount(clusters)
-    held_per_cluster = np.bincount(clusters[held], minlength=per_cluster.size)
-    weight = per_cluster[clusters[held_rows]] / held_per_cluster[clusters[held_rows]]
+    per_stratum = np.bincount(strata)
+    held_per_stratum = np.bincount(strata[held], minlength=per_stratum.size)
+    weight = per_stratum[strata[held_rows]] / held_per_stratum[strata[held_rows]]
     heldout_domain = domain[held_rows]
     k = len(domains)
     byte_mass = np.bincount(heldout_domain, weights=weight * doc_bytes[held_rows], minlength=k)

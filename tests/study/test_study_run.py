@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from gem_app.export.document import build_mixture_document
+from gem_app.export.document import build_mixture_document, read_mixture
 from gem_app.export.domains import domains_from_run, mix_domains
 from gem_app.storage.runs import load_run
 from gem_app.study.config import StudyConfig
@@ -17,6 +17,7 @@ from gem_app.study.job import StudyJob
 from gem_app.study.prepare import prepare_study
 from gem_app.study.report import PROXY_KEYS, seed_noise
 from gem_app.study.runner import run_study
+from gem_app.taxonomy.build import build_taxonomy
 from tests.study.conftest import CI
 
 STUDY_KEYS = {"domains", "proxies", "noise", "regression", "recommended"}
@@ -190,3 +191,25 @@ def test_failed_job_reports_one_line(short_run, tmp_path):
     snap = job.snapshot()
     assert snap["state"] == "failed"
     assert "\n" not in snap["error"] and "held-out" in snap["error"]
+
+
+def test_taxonomy_leaves_as_domains_with_an_excluded_leaf(planted_run, tmp_path):
+    shutil.copytree(planted_run, tmp_path / "run")
+    run = load_run(tmp_path / "run")
+    taxonomy = build_taxonomy(run, (3, 2), min_df=1)
+    excluded = taxonomy.leaves()[0].id
+    taxonomy.apply({"op": "exclude", "node": excluded})
+    taxonomy.save(tmp_path / "run")
+    config = StudyConfig(
+        preset="ci", n_proxies=4, domains="taxonomy", noise_seeds=0, temperatures=(2.0,)
+    )
+    result = run_study(tmp_path / "run", tmp_path / "tax", config)
+    leaves = [leaf.id for leaf in taxonomy.leaves()]
+    assert len(result.study["domains"]) == len(leaves) > 3
+    for proxy in result.study["proxies"]:
+        assert proxy["weights"][0] == 0.0, proxy["name"]  # the excluded leaf is never trained on
+        assert all(v is not None for v in proxy["bpb"])  # every leaf has held-out text
+    doc = read_mixture(tmp_path / "tax" / "recommended.json")
+    assert doc["mixing"]["domain_source"] == "taxonomy"
+    assert [d["id"] for d in doc["domains"]] == leaves
+    assert doc["domains"][0]["excluded"] and doc["domains"][0]["weight"] == 0.0
