@@ -60,13 +60,13 @@ class ProxyConfig:
         Sequences per forward pass when scoring held-out text.
     """
 
-    vocab_size: int = 1024
+    vocab_size: int = 512
     width: int = 64
     layers: int = 2
     heads: int = 4
-    context: int = 256
+    context: int = 128
     batch_size: int = 16
-    steps: int = 300
+    steps: int = 400
     lr: float = 3e-3
     warmup: float = 0.05
     weight_decay: float = 0.1
@@ -93,7 +93,7 @@ PRESETS: dict[str, ProxyConfig] = {
         vocab_size=320, width=32, layers=1, heads=2, context=64, batch_size=8, steps=40, lr=5e-3
     ),
     "cpu": ProxyConfig(
-        vocab_size=1024, width=64, layers=2, heads=4, context=256, batch_size=16, steps=200
+        vocab_size=512, width=64, layers=2, heads=4, context=128, batch_size=16, steps=400
     ),
     "gpu": ProxyConfig(
         vocab_size=8192,
