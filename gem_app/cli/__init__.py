@@ -1,8 +1,10 @@
 """The ``gem`` command: argument parsing only; the work happens in gem_app's modules.
 
 Each subcommand lives in its own module ``gem_app/cli/<name>_cmd.py`` exposing
-``register(subparsers)`` (found automatically); its handler returns an exit code. Bad input (``ValueError`` and ``OSError``) ends the
-command with exit code 2 and a one-line reason on stderr.
+``register(subparsers)`` (found automatically); its handler returns an exit code. Bad input
+(``ValueError`` and ``OSError``) ends the command with exit code 2 and a one-line reason on
+stderr; Ctrl-C (SIGINT) with exit code 130 and one line (every output is left as it was or
+complete: see docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         print(f"gem {args.command}: error: {reason}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"gem {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

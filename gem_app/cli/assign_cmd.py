@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from gem_app.cli.progress import progress_bar
 from gem_app.scale.assign import assign
 
@@ -33,10 +35,23 @@ def register(sub) -> None:
         "--embeddings-col", default=None, help="column with precomputed embeddings for the teacher"
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the outputs of another model, other settings or another tool in --out",
+    )
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
+    if args.threshold is not None and not (
+        math.isfinite(args.threshold) and 0 <= args.threshold <= 1
+    ):
+        raise ValueError(f"--threshold must be a number in [0, 1], got {args.threshold}")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be a positive integer, got {args.workers}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be a positive integer, got {args.batch_size}")
     inputs = args.input if len(args.input) > 1 else args.input[0]
     with progress_bar(None, "assigning", "doc") as bar:
 
@@ -61,6 +76,7 @@ def run(args) -> int:
             device=args.device,
             progress=bar.update,
             start=start,
+            overwrite=args.overwrite,
         )
     print(result.summary())
     return 1 if result.failed else 0

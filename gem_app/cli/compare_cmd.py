@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from gem_app.cli.fit_cmd import MAX_SEED
 from gem_app.evaluate.baselines import BASELINES, cluster_balance, run_baseline
 from gem_app.evaluate.compare import compare_labels
 from gem_app.io.corpus import load_corpus
 from gem_app.storage.runs import load_run
-from gem_app.utils.files import write_json
+from gem_app.utils.files import check_writable_dir, write_json
+from gem_app.utils.validation import check_int
 
 COMPARE_FILE = "compare.json"
 _SHOWN = 10  # lines per part of the misalignment report
@@ -103,7 +105,9 @@ def run(args) -> int:
     names = parse_baselines(args.baselines)
     if not 0 < args.threshold <= 1:
         raise ValueError(f"--threshold must be in (0, 1], got {args.threshold}")
+    check_int(args.seed, "--seed", minimum=0, maximum=MAX_SEED)
     fit = load_run(args.run_dir)
+    check_writable_dir(fit.folder, "the run folder")  # before the baselines run
     column, human = human_labels(fit, args.label_col)
     weights = fit.frame["tokens"].to_numpy(dtype=np.float64)
     K = fit.model.n_clusters

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from gem_app.cli.fit_cmd import MAX_SEED
 from gem_app.scale.distill import distill_run
+from gem_app.utils.files import check_writable_dir
+from gem_app.utils.validation import check_int
 
 
 def register(sub) -> None:
@@ -44,6 +47,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    check_int(args.seed, "--seed", minimum=0, maximum=MAX_SEED)
+    check_writable_dir(args.out, "--out")  # before the teacher labels and the training
     metrics = distill_run(
         args.run,
         args.out,

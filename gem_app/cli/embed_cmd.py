@@ -9,7 +9,7 @@ import numpy as np
 from gem_app.cli.progress import counting_callback, progress_bar
 from gem_app.io.corpus import load_corpus
 from gem_app.io.encoder import embed_texts
-from gem_app.utils.files import atomic_path
+from gem_app.utils.files import atomic_path, check_writable_dir
 
 
 def register(sub) -> None:
@@ -24,6 +24,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give the path of the .npy file to write")
+    check_writable_dir(out.parent, "the folder of --out")  # before the embedding
     corpus = load_corpus(args.data, text_col=args.text_col, id_col=args.id_col)
     with progress_bar(len(corpus.frame), "embedding", "doc") as bar:
         X = embed_texts(
@@ -37,7 +41,6 @@ def run(args) -> int:
     n_file = len(corpus.frame) + len(corpus.rejected)
     full = np.zeros((n_file, X.shape[1]), dtype=np.float32)
     full[corpus.source_rows] = X
-    out = Path(args.out)
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, full)

@@ -3,9 +3,16 @@
 The mixture comes from the mixing options (as ``gem mix``), from a saved workspace mixture
 (``--mixture NAME``) or from a canonical JSON file (``--from FILE``). ``--out`` is an ordinary
 path chosen by the user; ``--materialize`` writes one shard per domain.
+
+Everything is checked before anything is written: the options, the mixture (it must come
+from the run DIR), the rendered output, the materialization folder (see
+:func:`gem_app.export.shards.check_shards_target`) and the writability of both outputs.
+The shards are written next (their folder is replaced as a whole), ``--out`` last.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from gem_app.cli.mix_cmd import (
     add_mixing_options,
@@ -15,9 +22,11 @@ from gem_app.cli.mix_cmd import (
 )
 from gem_app.cli.progress import counting_callback, progress_bar
 from gem_app.export.document import read_mixture
-from gem_app.export.formats import FORMATS, write_mixture
+from gem_app.export.formats import FORMATS, render_mixture, write_mixture
+from gem_app.export.run_batches import check_mixture_run
 from gem_app.export.saved import load_saved_mixture
-from gem_app.export.shards import CONTENTS, SHARD_FORMATS, materialize
+from gem_app.export.shards import CONTENTS, SHARD_FORMATS, check_shard_options, materialize
+from gem_app.utils.files import check_writable_dir
 
 
 def register(sub) -> None:
@@ -49,10 +58,21 @@ def register(sub) -> None:
         "--content", choices=CONTENTS, default="ids", help="shards hold ids only or full texts"
     )
     p.add_argument("--batch-size", type=int, default=65536)
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="let --materialize replace a folder holding another tool's or another run's output",
+    )
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
+    if args.materialize is not None:
+        check_shard_options(args.shard_format, args.content, args.batch_size)
+    out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give the path of the file to write")
+    check_writable_dir(out.parent, "the folder of --out")
     if args.mixture is not None:
         doc = load_saved_mixture(args.mixture, args.workspace)
     elif args.from_file is not None:
@@ -60,11 +80,11 @@ def run(args) -> int:
     else:
         check_mixing_args(args)
         _, _, _, doc = mixture_from_args(args)
-    path = write_mixture(
-        doc, args.out, args.format, path_template=args.path_template, eval_weights=args.eval_weights
-    )
+    if args.mixture is not None or args.from_file is not None:
+        check_mixture_run(doc, args.dir)
+    options = {"path_template": args.path_template, "eval_weights": args.eval_weights}
+    render_mixture(doc, args.format, **options)  # every check of the format, before writing
     print(format_table(doc))
-    print(f"wrote {args.format} mixture to {path}")
     if args.materialize is not None:
         with progress_bar(None, "materializing", "doc") as bar:
             manifest = materialize(
@@ -75,9 +95,12 @@ def run(args) -> int:
                 content=args.content,
                 batch_size=args.batch_size,
                 progress=counting_callback(bar),
+                overwrite=args.overwrite,
             )
         print(
             f"materialized {manifest['documents']} documents ({manifest['tokens']} tokens) into "
             f"{len(manifest['shards'])} {args.shard_format} shards in {args.materialize}/"
         )
+    path = write_mixture(doc, out, args.format, **options)
+    print(f"wrote {args.format} mixture to {path}")
     return 0

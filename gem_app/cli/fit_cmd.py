@@ -6,8 +6,12 @@ import numpy as np
 
 from gem_app.cli.arguments import add_corpus_arguments
 from gem_app.cli.progress import counting_callback, progress_bar
-from gem_app.storage.runs import fit_corpus
+from gem_app.storage.runs import check_run_target, fit_corpus
 from gem_app.taxonomy.labels import cluster_labels
+from gem_app.utils.validation import check_int
+
+#: numpy/scikit-learn seeds: 0 .. 2**32 - 1
+MAX_SEED = 2**32 - 1
 
 
 def register(sub) -> None:
@@ -21,14 +25,27 @@ def register(sub) -> None:
     p.add_argument("--n-init", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--no-center",
+        dest="center",
+        action="store_false",
+        help="keep the mean direction (no anisotropy correction), e.g. for near-identical rows",
+    )
     p.add_argument("--cache-dir", default=None, help="embedding cache folder")
-    p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--out", required=True, help="run folder to write (replaced as a whole)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out even when it is a non-empty folder that is not a GEM run",
+    )
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
     if args.k <= 0:
         raise ValueError(f"--k must be a positive integer, got {args.k}")
+    check_int(args.seed, "--seed", minimum=0, maximum=MAX_SEED)
+    check_run_target(args.out, overwrite=args.overwrite)  # before hours of embedding and fitting
     with (
         progress_bar(None, "embedding", "doc") as ebar,
         progress_bar(args.max_iter, "fitting", "iter") as fbar,
@@ -56,7 +73,9 @@ def run(args) -> int:
             n_init=args.n_init,
             random_state=args.seed,
             device=args.device,
+            center=args.center,
             callback=on_iteration,
+            overwrite=args.overwrite,
         )
     print(summary(fit))
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gem_app.storage.runs import load_run
 from gem_app.taxonomy.build import build_taxonomy
+from gem_app.utils.files import check_writable_dir
 
 
 def register(sub) -> None:
@@ -24,6 +25,7 @@ def run(args) -> int:
     if args.terms < 1:
         raise ValueError(f"--terms must be >= 1, got {args.terms}")
     fit = load_run(args.dir)
+    check_writable_dir(fit.folder, "the run folder")  # before labelling (an LLM takes minutes)
     taxonomy = build_taxonomy(fit, None, n_terms=args.terms, llm=bool(args.llm))
     folder = taxonomy.save(args.dir)
     print(summary(taxonomy))

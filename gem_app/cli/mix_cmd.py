@@ -13,6 +13,7 @@ from gem_app.export.document import build_mixture_document
 from gem_app.export.domains import domains_from_run, mix_domains, run_taxonomy
 from gem_app.export.saved import check_export_name, save_mixture
 from gem_app.storage.runs import load_run
+from gem_app.storage.workspace import Workspace
 
 
 def add_mixing_options(p) -> None:
@@ -146,11 +147,13 @@ def format_table(doc) -> str:
 
 
 def run(args) -> int:
+    workspace = None
     if args.save is not None:
         check_export_name(args.save)
+        workspace = Workspace(args.workspace)  # a workspace path that is a file: exit 2 now
     _, _, _, doc = mixture_from_args(args)
     print(format_table(doc))
     if args.save is not None:
-        info = save_mixture(doc, args.save, args.workspace)
+        info = save_mixture(doc, args.save, workspace)
         print(f"saved as mixtures/{args.save} in {info.path.parent.parent.parent}")
     return 0

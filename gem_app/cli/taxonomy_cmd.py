@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from gem_app.cli.arguments import add_corpus_arguments
-from gem_app.storage.runs import fit_corpus
+from gem_app.cli.fit_cmd import MAX_SEED
+from gem_app.storage.runs import check_run_target, fit_corpus
 from gem_app.taxonomy.build import build_taxonomy
+from gem_app.utils.validation import check_int
 
 #: K of the run's own fit when level 1 is chosen automatically.
 AUTO_RUN_K = 8
@@ -26,7 +28,12 @@ def register(sub) -> None:
     p.add_argument("--max-auto-k", type=int, default=32, help="largest K that 'auto' considers")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--llm", action="store_true", help="name nodes through the GEM_LLM_* endpoint")
-    p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--out", required=True, help="run folder to write (replaced as a whole)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out even when it is a non-empty folder that is not a GEM run",
+    )
     p.set_defaults(handler=run)
 
 
@@ -59,6 +66,8 @@ def run(args) -> int:
     levels = parse_levels(args.levels)
     if args.terms < 1:
         raise ValueError(f"--terms must be >= 1, got {args.terms}")
+    check_int(args.seed, "--seed", minimum=0, maximum=MAX_SEED)
+    check_run_target(args.out, overwrite=args.overwrite)
     run_k = levels[0] if levels[0] != "auto" else min(AUTO_RUN_K, args.max_auto_k)
     fit = fit_corpus(
         args.data,
@@ -72,6 +81,7 @@ def run(args) -> int:
         balance=args.balance,
         temperature=args.temperature,
         random_state=args.seed,
+        overwrite=args.overwrite,
     )
     taxonomy = build_taxonomy(
         fit,

@@ -1,11 +1,19 @@
 """Materialize a mixture: one shard per domain (Parquet or JSONL; ids only or full texts).
 
 The run's documents are streamed in record batches; each batch is split by domain (one stable
-sort) and appended to that domain's shard. Every shard is written to a temporary file and
-renamed only when the whole export has succeeded, then ``manifest.json`` (counts, tokens,
-sha256 and size of every shard) and a copy of the canonical ``mixture.json`` are written, also
-atomically. Every assigned document lands in exactly one shard; the per-domain document and
-token counts are checked against the mixture document before anything is renamed.
+sort) and appended to that domain's shard. A materialization is one unit: the shards, a copy
+of the canonical ``mixture.json`` and ``manifest.json`` (counts, tokens, sha256 and size of
+every shard, and ``written_by``: the tool and the fingerprint of the run's model) are written
+into a new folder beside the output folder, which replaces it in one step when everything
+succeeded (:func:`gem_app.utils.files.replace_folder`). An interrupted export leaves the
+previous materialization or the new one, never a mix; its temporary folder is removed by the
+next export to the same place. Every assigned document lands in exactly one shard; the
+per-domain document and token counts are checked against the mixture document before the
+swap.
+
+The output folder is checked before any work (:func:`check_shards_target`): a folder holding
+another tool's output (for example a ``gem assign`` manifest), the shards of another run, or
+files that no tool of GEM Studio wrote is refused unless ``overwrite``.
 """
 
 from __future__ import annotations
@@ -17,27 +25,43 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from gem_app.core.model_files import MODEL_TENSORS
 from gem_app.export.document import validate_mixture_document
-from gem_app.export.domains import run_taxonomy
-from gem_app.storage.runs import ASSIGNMENTS, load_run
-from gem_app.taxonomy.tree import TAXONOMY_FILE
-from gem_app.utils.files import atomic_path, file_sha256, write_json
+from gem_app.export.run_batches import run_batches
+from gem_app.utils.files import (
+    atomic_path,
+    check_writable_dir,
+    file_sha256,
+    read_json,
+    replace_folder,
+    write_json,
+)
 
-__all__ = ["SHARD_FORMATS", "CONTENTS", "materialize", "write_shards", "run_batches"]
+__all__ = [
+    "CONTENTS",
+    "MANIFEST_KIND",
+    "SHARD_FORMATS",
+    "check_shard_options",
+    "check_shards_target",
+    "materialize",
+    "write_shards",
+]
 
 SHARD_FORMATS = ("parquet", "jsonl")
 CONTENTS = ("ids", "text")
 MANIFEST = "manifest.json"
+MANIFEST_KIND = "gem-shards"
+TOOL = "gem export --materialize"
 _ROW_GROUP_ROWS = 65536
 _RESERVED_FILES = 32
 
 
-def _check_options(format: str, content: str, batch_size: int) -> None:
+def check_shard_options(format: str, content: str, batch_size: int) -> None:
+    """The shard format, content and batch size, checked before anything is read or written."""
     if format not in SHARD_FORMATS:
         raise ValueError(f"shard format must be one of {', '.join(SHARD_FORMATS)}, got {format!r}")
     if content not in CONTENTS:
@@ -135,6 +159,8 @@ def write_shards(
     include_excluded: bool = True,
     total: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    writer: Mapping | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Write one shard per domain from a stream of record batches; return the manifest.
 
@@ -155,6 +181,11 @@ def write_shards(
         Without, their documents are counted in the manifest's ``skipped_documents``.
     total : int, optional
         Total documents, for ``progress(done, total)``.
+    writer : mapping, optional
+        Who writes (``{"run": folder, "model_sha256": ...}``), recorded as the manifest's
+        ``written_by`` and compared with the folder's previous writer.
+    overwrite : bool
+        Replace ``out_dir`` even when it holds another tool's or another run's output.
 
     Returns
     -------
@@ -168,17 +199,28 @@ def write_shards(
         Bad options, a domain index out of range, missing columns, or shard counts that differ
         from the mixture document (the run changed since the mixture was built).
     """
-    _check_options(format, content, 1)
+    check_shard_options(format, content, 1)
     doc = validate_mixture_document(doc)
     domains = doc["domains"]
-    n = len(domains)
     written = [i for i, d in enumerate(domains) if include_excluded or not d["excluded"]]
-    keep = np.zeros(n, dtype=bool)
-    keep[written] = True
     _check_open_files(len(written))
     columns = ["id", "text", "tokens"] if content == "text" else ["id", "tokens"]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    written_by = {"tool": TOOL, **dict(writer or {})}
+    check_shards_target(out_dir, written_by, overwrite=overwrite)
+    with replace_folder(out_dir) as build:
+        return _write_shard_folder(
+            doc, batches, build, format, content, columns, written, total, progress, written_by
+        )
+
+
+def _write_shard_folder(
+    doc, batches, out: Path, format, content, columns, written, total, progress, written_by
+) -> dict:
+    """Write the shards, mixture.json and manifest.json into the new folder ``out``."""
+    domains = doc["domains"]
+    n = len(domains)
+    keep = np.zeros(n, dtype=bool)
+    keep[written] = True
     shards: dict[int, _Shard] = {}
     schema = None
     done = skipped = 0
@@ -243,7 +285,7 @@ def write_shards(
     with atomic_path(out / "mixture.json") as tmp:
         tmp.write_text(mixture_text, encoding="utf-8")
     manifest = {
-        "kind": "gem-shards",
+        "kind": MANIFEST_KIND,
         "schema_version": doc["schema_version"],
         "format": format,
         "content": content,
@@ -253,10 +295,55 @@ def write_shards(
         "documents": int(sum(r["documents"] for r in records)),
         "tokens": int(sum(r["tokens"] for r in records)),
         "skipped_documents": int(skipped),
+        "written_by": dict(written_by),
         "shards": records,
     }
     write_json(out / MANIFEST, manifest)
     return manifest
+
+
+def check_shards_target(out_dir, written_by: Mapping, *, overwrite: bool = False) -> Path:
+    """Check, before any work, that a materialization may replace ``out_dir``.
+
+    Accepted: a new or empty folder, or the materialization of the same run (another
+    mixture of it). Refused unless ``overwrite``: a folder whose ``manifest.json`` is
+    another tool's (``gem assign``...), shards of another run (``written_by`` differs),
+    or a non-empty folder without a manifest. The folder's parent must be writable.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--materialize {out} is a file, not a folder")
+    if out.is_dir() and not overwrite:
+        problem = _foreign(out, written_by)
+        if problem is not None:
+            raise ValueError(
+                f"{out} {problem}; a materialization replaces the whole folder: choose a new "
+                "or empty folder, or pass --overwrite to replace it"
+            )
+    check_writable_dir(out.resolve().parent, "the folder that holds the shard folder")
+    return out
+
+
+def _foreign(out: Path, written_by: Mapping) -> str | None:
+    """Why ``out`` belongs to another writer (None: it is empty or ours)."""
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return None
+    if MANIFEST not in entries:
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        return f"is not empty and holds no shard manifest (it holds {shown})"
+    try:
+        manifest = read_json(out / MANIFEST, what="shard manifest")
+    except ValueError:
+        return f"holds an unreadable {MANIFEST}"
+    kind = manifest.get("kind", manifest.get("format")) if isinstance(manifest, dict) else None
+    if kind != MANIFEST_KIND:
+        return f"holds the output of another tool ({MANIFEST} of kind {kind!r})"
+    previous = manifest.get("written_by") or {}
+    theirs, ours = previous.get("model_sha256"), written_by.get("model_sha256")
+    if theirs is not None and ours is not None and theirs != ours:
+        return f"holds the shards of another run ({previous.get('run')})"
+    return None
 
 
 def _check_counts(doc: Mapping, shards: dict[int, _Shard], skipped: int) -> None:
@@ -276,86 +363,6 @@ def _check_counts(doc: Mapping, shards: dict[int, _Shard], skipped: int) -> None
         raise ValueError(f"streamed {seen} documents but the mixture covers {expected}")
 
 
-# ----------------------------------------------------------------------------- from a run
-def _domain_lookup(doc: Mapping, run_folder: Path, n_rows: int, cluster: np.ndarray | None):
-    """Domain index per document of the run (aligned with its assignments)."""
-    position = {d["id"]: i for i, d in enumerate(doc["domains"])}
-    if doc["mixing"]["domain_source"] == "taxonomy":
-        taxonomy = run_taxonomy(run_folder)
-        if taxonomy is None:
-            raise ValueError(f"the mixture was built on a taxonomy but {run_folder} has none")
-        leaf = pd.Series(np.asarray(taxonomy.document_leaf).astype(str)).map(position)
-    else:
-        leaf = pd.Series(np.asarray(cluster).astype(np.int64).astype(str)).map(position)
-    if len(leaf) != n_rows:
-        raise ValueError(f"the run assigns {len(leaf)} documents but has {n_rows}")
-    if leaf.isna().any():
-        row = int(np.flatnonzero(leaf.isna().to_numpy())[0])
-        raise ValueError(f"document row {row} belongs to no domain of the mixture")
-    return leaf.to_numpy(dtype=np.int64)
-
-
-def _check_same_assignments(doc: Mapping, run_folder: Path) -> None:
-    expected = doc["assignments"].get("sha256")
-    path = run_folder / ASSIGNMENTS
-    if expected is not None and path.is_file() and file_sha256(path) != expected:
-        raise ValueError(
-            f"{path} changed since the mixture was built (sha256 differs); rebuild the mixture"
-        )
-    expected = doc["assignments"].get("taxonomy_sha256")
-    path = run_folder / TAXONOMY_FILE
-    if expected is not None and path.is_file() and file_sha256(path) != expected:
-        raise ValueError(
-            f"{path} changed since the mixture was built (taxonomy edited); rebuild the mixture"
-        )
-
-
-def run_batches(run, doc: Mapping, *, content: str = "ids", batch_size: int = 65536):
-    """Record batches (``id``, ``tokens``, ``domain`` [, ``text``]) of a run's documents.
-
-    ``run`` is a :class:`gem_app.storage.runs.FitRun` or a run folder. For ``content="ids"`` and a
-    folder, ``assignments.parquet`` is streamed without loading the model or the data.
-    Returns ``(iterator, n_documents)``.
-    """
-    if isinstance(run, (str, Path)):
-        folder = Path(run)
-        _check_same_assignments(doc, folder)
-        if content == "ids":
-            parquet = pq.ParquetFile(folder / ASSIGNMENTS)
-            n_rows = parquet.metadata.num_rows
-            cluster = parquet.read(columns=["cluster"]).column("cluster").to_numpy()
-            domain = _domain_lookup(doc, folder, n_rows, cluster)
-
-            def stream():
-                offset = 0
-                for batch in parquet.iter_batches(batch_size=batch_size, columns=["id", "tokens"]):
-                    part = domain[offset : offset + batch.num_rows]
-                    offset += batch.num_rows
-                    yield pa.Table.from_batches([batch]).append_column("domain", pa.array(part))
-
-            return stream(), n_rows
-        run = load_run(folder)
-    folder = Path(run.folder)
-    _check_same_assignments(doc, folder)
-    assignments = run.assignments
-    n_rows = len(assignments)
-    domain = _domain_lookup(doc, folder, n_rows, assignments["cluster"].to_numpy())
-    frame = pd.DataFrame(
-        {"id": assignments["id"].to_numpy(), "tokens": assignments["tokens"].to_numpy()}
-    )
-    if content == "text":
-        if not np.array_equal(run.frame["id"].to_numpy(), frame["id"].to_numpy()):
-            raise ValueError("the run's documents and assignments are not aligned (ids differ)")
-        frame.insert(1, "text", run.frame["text"].to_numpy())
-    frame["domain"] = domain
-
-    def stream():
-        for start in range(0, n_rows, batch_size):
-            yield pa.Table.from_pandas(frame.iloc[start : start + batch_size], preserve_index=False)
-
-    return stream(), n_rows
-
-
 def materialize(
     run,
     doc: Mapping,
@@ -366,6 +373,7 @@ def materialize(
     batch_size: int = 65536,
     include_excluded: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Write the run's documents as one shard per domain of ``doc``; return the manifest.
 
@@ -383,9 +391,14 @@ def materialize(
     include_excluded : bool
         See :func:`write_shards`.
     progress : callable(done, total), optional
+    overwrite : bool
+        See :func:`check_shards_target`.
     """
-    _check_options(format, content, batch_size)
+    check_shard_options(format, content, batch_size)
     doc = validate_mixture_document(doc)
+    folder = Path(getattr(run, "folder", run))
+    writer = {"run": str(folder.resolve()), "model_sha256": _model_sha256(folder)}
+    check_shards_target(out_dir, {"tool": TOOL, **writer}, overwrite=overwrite)
     batches, n_rows = run_batches(run, doc, content=content, batch_size=int(batch_size))
     return write_shards(
         doc,
@@ -396,4 +409,11 @@ def materialize(
         include_excluded=include_excluded,
         total=n_rows,
         progress=progress,
+        writer=writer,
+        overwrite=overwrite,
     )
+
+
+def _model_sha256(folder: Path) -> str | None:
+    path = folder / MODEL_TENSORS
+    return file_sha256(path) if path.is_file() else None

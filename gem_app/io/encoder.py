@@ -7,6 +7,10 @@ shards (every few thousand texts, so an interrupted run keeps its work); the key
 is written last and marks a shard as complete. Look-ups are a sorted search over all
 keys, so a cache of ~1e6 texts costs 32 MB of keys and one file pair per shard, not
 one file per text. When small shards pile up they are merged into one.
+
+Every vector read from the cache is checked (finite, unit norm) before it is used: a shard
+holding a bad vector (a damaged or tampered file) is removed and its texts are encoded
+again, so a poisoned cache entry never reaches the output.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _KEY_BYTES = 32
 _FLUSH_EVERY = 4096  # texts per cache shard written during a run
 _MAX_SHARDS = 64  # merge small shards (< _FLUSH_EVERY texts) once there are more
+_NORM_TOLERANCE = 1e-3  # cached vectors are unit rows stored in float32
 
 
 def _minilm_path() -> Path:
@@ -270,6 +275,14 @@ class _ShardCache:
             mine = np.flatnonzero(shard_of[where] == s)
             if mine.size:
                 found[mine] = vectors[row_of[where[mine]]]
+        damaged = np.unique(shard_of[where[~_valid_rows(found)]])
+        if damaged.size:
+            for s in damaged:
+                self._remove(shards[s][0])
+            good = ~np.isin(shard_of[where], damaged)
+            hit, found = hit[good], found[good]
+            bad = set(damaged.tolist())
+            shards = [shard for s, shard in enumerate(shards) if s not in bad]
         small = [shard for shard in shards if len(shard[1]) < _FLUSH_EVERY]
         if len(small) > _MAX_SHARDS:
             self._merge(small)
@@ -297,6 +310,18 @@ class _ShardCache:
         first.sort()
         self.write(keys[first], vectors[first])
         for keys_path, _, _ in shards:
-            vectors_path = keys_path.with_name(keys_path.name.replace(".keys.npy", ".vectors.npy"))
-            for p in (keys_path, vectors_path):  # keys first: a shard without keys is ignored
-                p.unlink(missing_ok=True)
+            self._remove(keys_path)
+
+    @staticmethod
+    def _remove(keys_path: Path) -> None:
+        """Delete one shard, keys first (a shard without keys is ignored by readers)."""
+        vectors_path = keys_path.with_name(keys_path.name.replace(".keys.npy", ".vectors.npy"))
+        for p in (keys_path, vectors_path):
+            p.unlink(missing_ok=True)
+
+
+def _valid_rows(vectors: np.ndarray) -> np.ndarray:
+    """(n,) bool: rows that are finite and of unit norm (as every cached vector must be)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        norms = np.linalg.norm(np.asarray(vectors, dtype=np.float64), axis=1)
+    return np.isfinite(vectors).all(axis=1) & (np.abs(norms - 1.0) <= _NORM_TOLERANCE)

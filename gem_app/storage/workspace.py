@@ -8,34 +8,51 @@ Layout (``root`` defaults to ``$GEM_WORKSPACE`` or ``./gem_workspace``)::
 
 ``manifest.json`` holds ``{format_version, kind, name, created, updated, version,
 parameters, files: {relative_path: {sha256, bytes}}}``. A save writes a complete new
-version folder, then replaces the manifest atomically, then removes the older version
-folders. A crash (or an exception) at any point before the manifest is replaced leaves
-the previous version loadable; a later save removes the orphaned folder. Every write of
-a run happens under its file lock, so two processes writing at once neither corrupt nor
-lose anything. :meth:`Workspace.load` verifies every checksum and raises
-:class:`WorkspaceCorruption` naming each missing or altered file.
+version folder, then replaces the manifest atomically (the commit), then removes the
+version folders that are neither the new one nor the one it replaced. A crash (or an
+exception) at any point before the manifest is replaced leaves the previous version
+loadable; a later save removes the orphaned folder. Every write of a run happens under
+its file lock, so two processes writing at once neither corrupt nor lose anything.
+:meth:`Workspace.load` verifies every checksum and raises :class:`WorkspaceCorruption`
+naming each missing or altered file.
 
-Paths handed out by :meth:`Workspace.path` point into the current version folder; a
-later save of the same run deletes that folder, so open files rather than keep paths.
+Readers take no lock. A version folder never changes once committed, and a version that
+a save replaces is kept for two minutes (and at least until the next save), so a reader
+that has just read the manifest still finds its files; a reader that finds files missing
+re-reads the manifest and, when a save committed meanwhile, verifies the newer version
+instead of reporting corruption. A reader therefore sees the previous committed version
+or a newer one, never a spurious corruption.
+
+Paths handed out by :meth:`Workspace.path` point into the version current at the call;
+that folder goes two minutes after a later save, so open files rather than keep paths.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
-import hashlib
 import json
 import os
+import re
 import shutil
+import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
-from gem_app.utils.files import write_json
+from gem_app.storage.run_files import (
+    FileRecord,
+    FileSource,
+    check_name,
+    check_relpath,
+    file_record,
+    link_or_copy,
+    write_source,
+)
+from gem_app.utils.files import fault_point, write_json
 
 __all__ = ["KINDS", "FORMAT_VERSION", "FileRecord", "RunInfo", "Workspace", "WorkspaceCorruption"]
 
@@ -43,28 +60,20 @@ KINDS = ("datasets", "embeddings", "fits", "taxonomies", "mixtures")
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 _LOCK_TIMEOUT_S = 600.0
-_CHUNK = 1 << 20
+_READ_ATTEMPTS = 50  # a reader overtaken by saves re-reads the manifest up to this often
+_GRACE_S = 120.0  # superseded versions stay this long for readers that hold their paths
 
-FileSource = bytes | bytearray | memoryview | os.PathLike | Callable[[Path], None]
 
-
-class WorkspaceCorruption(Exception):
+class WorkspaceCorruption(ValueError):
     """A run whose manifest or files are missing or do not match their checksums.
 
-    ``problems`` lists one human-readable line per bad file.
+    ``problems`` lists one human-readable line per bad file. A ``ValueError``: bad data
+    on disk, reported by the CLI as a one-line error.
     """
 
     def __init__(self, kind: str, name: str, problems: list[str]):
         self.kind, self.name, self.problems = kind, name, list(problems)
         super().__init__(f"{kind}/{name} is corrupted: " + "; ".join(self.problems))
-
-
-@dataclass(frozen=True)
-class FileRecord:
-    """Checksum and size of one file of a run."""
-
-    sha256: str
-    bytes: int
 
 
 @dataclass(frozen=True)
@@ -89,86 +98,14 @@ class RunInfo:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _check_name(name: str, what: str = "name") -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"{what} must be a non-empty string, got {name!r}")
-    bad = (
-        name in (".", "..")
-        or name.startswith(".")
-        or "/" in name
-        or "\\" in name
-        or os.path.isabs(name)
-        or any(ord(ch) < 32 for ch in name)
-        or name != name.strip()
-    )
-    if bad:
-        raise ValueError(
-            f"{what} {name!r} is not allowed: it would point outside the workspace "
-            "(no path separators, '..', leading '.', absolute paths or control characters)"
-        )
-    if len(name) > 200:
-        raise ValueError(f"{what} {name[:40]!r}... is longer than 200 characters")
-    return name
-
-
-def _check_relpath(relpath: str) -> str:
-    if not isinstance(relpath, str) or not relpath:
-        raise ValueError(f"file path must be a non-empty string, got {relpath!r}")
-    if os.path.isabs(relpath) or relpath.startswith(("/", "\\")) or "\\" in relpath:
-        raise ValueError(f"file path {relpath!r} is outside the workspace (absolute or backslash)")
-    for part in relpath.split("/"):
-        _check_name(part, what=f"file path {relpath!r} component")
-    return relpath
-
-
 def _check_kind(kind: str) -> str:
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
     return kind
 
 
-def _sha256_file(path: Path) -> FileRecord:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return FileRecord(sha256=digest.hexdigest(), bytes=size)
-
-
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
-
-
-def _write_source(source: FileSource, target: Path, relpath: str) -> None:
-    """Write one file of a new version (bytes, a file to copy, or a writer callable)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        with open(target, "wb") as fh:
-            fh.write(source)
-    elif isinstance(source, str):
-        raise TypeError(
-            f"file {relpath!r}: got a str; pass bytes (text.encode()) or a pathlib.Path to copy"
-        )
-    elif isinstance(source, os.PathLike):
-        shutil.copyfile(source, target)
-    elif callable(source):
-        source(target)
-        if not target.is_file():
-            raise ValueError(f"file {relpath!r}: the writer did not create {target.name}")
-    else:
-        raise TypeError(f"file {relpath!r}: unsupported source of type {type(source).__name__}")
-    with open(target, "rb") as fh:
-        os.fsync(fh.fileno())
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
 
 
 # ----------------------------------------------------------------------------- workspace
@@ -185,23 +122,28 @@ class Workspace:
         if root is None:
             root = os.environ.get("GEM_WORKSPACE") or "gem_workspace"
         self.root = Path(root).expanduser().resolve()
+        if self.root.exists() and not self.root.is_dir():
+            raise ValueError(
+                f"workspace {self.root} is a file, not a folder; pass a folder (--workspace "
+                "or $GEM_WORKSPACE)"
+            )
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.root)!r})"
 
     # -- locations
     def _run_dir(self, kind: str, name: str) -> Path:
-        return self.root / _check_kind(kind) / _check_name(name)
+        return self.root / _check_kind(kind) / check_name(name)
 
     def _lock(self, kind: str, name: str) -> FileLock:
         lock_dir = self.root / ".locks" / _check_kind(kind)
         lock_dir.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(lock_dir / f"{_check_name(name)}.lock"), timeout=_LOCK_TIMEOUT_S)
+        return FileLock(str(lock_dir / f"{check_name(name)}.lock"), timeout=_LOCK_TIMEOUT_S)
 
     def path(self, kind: str, name: str, relpath: str) -> Path:
         """Absolute path of ``relpath`` in the current version of a run (validated)."""
         info = self._read_manifest(kind, name)
-        return info.path / _check_relpath(relpath)
+        return info.path / check_relpath(relpath)
 
     def exists(self, kind: str, name: str) -> bool:
         """Whether the run has a manifest."""
@@ -218,10 +160,10 @@ class Workspace:
         try:
             raw = json.loads(manifest.read_text(encoding="utf-8"))
             files = {
-                _check_relpath(rel): FileRecord(str(rec["sha256"]), int(rec["bytes"]))
+                check_relpath(rel): FileRecord(str(rec["sha256"]), int(rec["bytes"]))
                 for rel, rec in raw["files"].items()
             }
-            version = _check_name(str(raw["version"]), "version")
+            version = check_name(str(raw["version"]), "version")
             info = RunInfo(
                 kind=str(raw["kind"]),
                 name=str(raw["name"]),
@@ -253,16 +195,33 @@ class Workspace:
     def verify(self, kind: str, name: str) -> list[str]:
         """Check every file against the manifest; return one line per problem (empty: fine)."""
         try:
-            info = self._read_manifest(kind, name)
+            return self._verified(kind, name)[1]
         except WorkspaceCorruption as exc:
             return exc.problems
+
+    def _verified(self, kind: str, name: str) -> tuple[RunInfo, list[str]]:
+        """The manifest and the problems of its files, re-read while saves overtake us."""
+        info = self._read_manifest(kind, name)
+        for _ in range(_READ_ATTEMPTS):
+            problems = self._file_problems(info)
+            if not problems:
+                return info, problems
+            latest = self._read_manifest(kind, name)
+            if latest.version == info.version:
+                return info, problems
+            info = latest  # a save committed a newer version meanwhile: check that one
+        return info, problems
+
+    @staticmethod
+    def _file_problems(info: RunInfo) -> list[str]:
         problems = []
         for rel, record in sorted(info.files.items()):
             target = info.path / rel
-            if not target.is_file():
+            try:
+                actual = file_record(target)
+            except OSError:
                 problems.append(f"{rel}: missing")
                 continue
-            actual = _sha256_file(target)
             if actual.bytes != record.bytes:
                 problems.append(f"{rel}: {actual.bytes} bytes, manifest says {record.bytes}")
             elif actual.sha256 != record.sha256:
@@ -279,11 +238,11 @@ class Workspace:
         WorkspaceCorruption
             The manifest or a file is missing or altered; the message names each one.
         """
-        info = self._read_manifest(kind, name)
-        if verify:
-            problems = self.verify(kind, name)
-            if problems:
-                raise WorkspaceCorruption(kind, name, problems)
+        if not verify:
+            return self._read_manifest(kind, name)
+        info, problems = self._verified(kind, name)
+        if problems:
+            raise WorkspaceCorruption(kind, name, problems)
         return info
 
     def list(self, kind: str | None = None) -> list[RunInfo]:
@@ -360,7 +319,7 @@ class Workspace:
         atomic and checksummed like any other write.
         """
         line = json.dumps(dict(record), ensure_ascii=False, allow_nan=False, sort_keys=True)
-        _check_relpath(relpath)
+        check_relpath(relpath)
         with self._lock(kind, name):
             previous = b""
             if self.exists(kind, name):
@@ -380,15 +339,35 @@ class Workspace:
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     def delete(self, kind: str, name: str) -> None:
-        """Remove a run (manifest first, so a half-deleted run is never loadable)."""
+        """Remove a run (renamed away first, so a half-deleted run is never seen)."""
         run_dir = self._run_dir(kind, name)
         with self._lock(kind, name):
             if not run_dir.is_dir():
                 raise FileNotFoundError(f"no {kind} run named {name!r} in {self.root}")
-            manifest = run_dir / MANIFEST
-            if manifest.exists():
-                manifest.unlink()
-            shutil.rmtree(run_dir)
+            trash = run_dir.parent / f".{name}.new-deleted-{uuid.uuid4().hex[:8]}"
+            os.rename(run_dir, trash)
+            shutil.rmtree(trash)
+
+    @staticmethod
+    def _remove_old_versions(run_dir: Path, keep: set[str]) -> None:
+        """Remove version folders superseded more than ``_GRACE_S`` ago, except ``keep``.
+
+        A version is superseded when the next one is written: the next folder's mtime.
+        """
+        folders = sorted(p for p in run_dir.iterdir() if p.is_dir())
+        now = time.time()
+        for stale, successor in zip(folders, folders[1:], strict=False):
+            if stale.name in keep or now - successor.stat().st_mtime < _GRACE_S:
+                continue
+            fault_point(f"workspace {run_dir.parent.name}/{run_dir.name} remove old version")
+            shutil.rmtree(stale, ignore_errors=True)
+
+    def _current(self, kind: str, name: str) -> RunInfo | None:
+        """The committed version (None: no run, or a manifest too damaged to name one)."""
+        try:
+            return self._read_manifest(kind, name)
+        except (WorkspaceCorruption, FileNotFoundError):
+            return None
 
     def _commit(
         self,
@@ -405,10 +384,11 @@ class Workspace:
         """
         run_dir = self._run_dir(kind, name)
         for rel in files:
-            _check_relpath(rel)
+            check_relpath(rel)
         if not files and not carry_over:
             raise ValueError(f"{kind}/{name}: a run needs at least one file")
         previous = self.load(kind, name) if carry_over and self.exists(kind, name) else None
+        current = previous if previous is not None else self._current(kind, name)
         params = dict(previous.parameters) if previous is not None else {}
         params.update(dict(parameters or {}))
         try:
@@ -417,18 +397,27 @@ class Workspace:
             raise ValueError(f"{kind}/{name}: parameters are not JSON-serialisable: {exc}") from exc
 
         version = f"v{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
-        new_dir = run_dir / version
+        leftover = re.compile(re.escape(f".{name}.new-") + r"(deleted-)?[0-9a-f]{8}")
+        for stale in run_dir.parent.iterdir() if run_dir.parent.is_dir() else []:
+            if leftover.fullmatch(stale.name):  # a first save or a delete of a dead writer
+                shutil.rmtree(stale, ignore_errors=True)
+        first = not run_dir.is_dir()
+        # a first save builds the whole run folder under a hidden name and renames it into
+        # place, so that no reader ever sees a run folder without its manifest
+        home = run_dir.parent / f".{name}.new-{uuid.uuid4().hex[:8]}" if first else run_dir
+        new_dir = home / version
         new_dir.mkdir(parents=True)
         try:
             records: dict[str, FileRecord] = {}
             if previous is not None:
                 for rel in previous.files:
                     if rel not in files:
-                        _link_or_copy(previous.path / rel, new_dir / rel)
+                        link_or_copy(previous.path / rel, new_dir / rel)
                         records[rel] = previous.files[rel]
             for rel, source in files.items():
-                _write_source(source, new_dir / rel, rel)
-                records[rel] = _sha256_file(new_dir / rel)
+                write_source(source, new_dir / rel, rel)
+                records[rel] = file_record(new_dir / rel)
+            fault_point(f"workspace {kind}/{name} files written")
             now = _now()
             manifest = {
                 "format_version": FORMAT_VERSION,
@@ -443,14 +432,14 @@ class Workspace:
                     for rel, rec in sorted(records.items())
                 },
             }
-            write_json(run_dir / MANIFEST, manifest)  # the commit point
+            write_json(home / MANIFEST, manifest)  # the commit point (of an existing run)
+            if first:
+                os.rename(home, run_dir)  # the commit point of a first save
+                fault_point(f"workspace {kind}/{name} created")
         except BaseException:
-            shutil.rmtree(new_dir, ignore_errors=True)
-            if previous is None and not (run_dir / MANIFEST).exists():
-                with contextlib.suppress(OSError):
-                    run_dir.rmdir()  # a failed first save leaves no trace
+            committed = self._current(kind, name)
+            if committed is None or committed.version != version:  # else: interrupted just after
+                shutil.rmtree(new_dir if not first else home, ignore_errors=True)
             raise
-        for stale in run_dir.iterdir():
-            if stale.is_dir() and stale.name != version:
-                shutil.rmtree(stale, ignore_errors=True)
+        self._remove_old_versions(run_dir, {version, current.version if current else version})
         return self._read_manifest(kind, name)

@@ -177,7 +177,7 @@ def test_export_writes_each_format_with_the_canonical_weights(run_dir, tmp_path,
         got_names = [p.removeprefix("/d/").removesuffix(".bin") for p in parts[1::2]]
         got_weights = [float(x) for x in parts[0::2]]
     elif fmt == "olmo":
-        got = yaml.safe_load(text)["source_configs"]
+        got = yaml.safe_load(text)["source_list"]["sources"]
         got_names, got_weights = [s["source_name"] for s in got], [s["target_ratio"] for s in got]
     elif fmt == "hf":
         got = json.loads(text)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import queue
 import shutil
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -11,12 +15,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import gem_app.scale.assign
 from gem_app.cli import main
 from gem_app.core.gem import GEM
-from gem_app.scale.assign import MANIFEST, assign
+from gem_app.scale.assign import LOCK, MANIFEST, assign
 from gem_app.scale.inputs import find_shards, shard_stem
+from gem_app.scale.local_engine import WORKERS_LOCK, _collect
 from gem_app.scale.student import Student
 from gem_app.scale.student_files import STUDENT_JSON
+from gem_app.utils.files import folder_lock
 
 TOPICS = {
     0: "kernel driver module linux device firmware hardware usb",
@@ -304,3 +311,93 @@ def test_cli_exit_codes_and_summary(student_dir, tmp_path, capsys):
         main(["assign", str(tmp_path / "missing"), "--input", str(inputs), "--out", str(out)]) == 2
     )
     assert "model folder not found" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- one writer per folder
+def test_another_model_into_an_existing_output_is_refused_unless_overwrite(
+    student_dir, teacher_dir, tmp_path
+):
+    inputs = write_shards(tmp_path / "in", n_shards=3)
+    out = tmp_path / "out"
+    assign(student_dir, inputs, out, workers=1)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")}
+    other = tmp_path / "other-student"
+    texts, labels = synthetic_texts(200, 9)
+    q = np.full((len(texts), len(TOPICS)), 0.02)
+    q[np.arange(len(texts)), labels] = 1 - 0.02 * (len(TOPICS) - 1)
+    Student(n_buckets=2**10, hidden=0, static_vectors=False, epochs=2, random_state=1).fit(
+        texts, q
+    ).save(other)
+    only_one = [p for p in find_shards(inputs) if shard_stem(p) == "shard0"]
+    with pytest.raises(ValueError, match="another model.*--overwrite"):
+        assign(other, only_one, out, workers=1)
+    with pytest.raises(ValueError, match="other settings"):
+        assign(student_dir, inputs, out, workers=1, batch_size=7)
+    after = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")}
+    assert after == before  # nothing overwritten, nothing left unlisted
+    result = assign(other, only_one, out, workers=1, overwrite=True)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "manifest.json",
+        "shard0.parquet",
+    ]
+    assert list(result.manifest["shards"]) == ["shard0"]
+
+
+def test_a_rerun_with_fewer_inputs_keeps_every_output_listed(student_dir, tmp_path):
+    inputs = write_shards(tmp_path / "in", n_shards=3)
+    out = tmp_path / "out"
+    assign(student_dir, inputs, out, workers=1)
+    first = [p for p in find_shards(inputs) if shard_stem(p) == "shard0"]
+    result = assign(student_dir, first, out, workers=1)
+    listed = set(result.manifest["shards"])
+    assert listed == {p.stem for p in out.glob("*.parquet")} == {"shard0", "shard1", "shard2"}
+
+
+def test_foreign_folders_and_bad_options_are_refused_before_writing(student_dir, tmp_path):
+    inputs = write_shards(tmp_path / "in", n_shards=1)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not written by gem assign"):
+        assign(student_dir, inputs, data, workers=1)
+    (data / "manifest.json").write_text(json.dumps({"kind": "gem-shards"}))
+    with pytest.raises(ValueError, match="another tool's output.*gem-shards"):
+        assign(student_dir, inputs, data, workers=1)
+    assert sorted(p.name for p in data.iterdir()) == ["manifest.json", "notes.txt"]
+    for bad in (float("nan"), -0.1, 1.5):
+        with pytest.raises(ValueError, match="threshold"):
+            assign(student_dir, inputs, tmp_path / "t", threshold=bad)
+    assert not (tmp_path / "t").exists()
+    with pytest.raises(ValueError, match="its own output"):
+        parquet = tmp_path / "in" / "shard0.parquet"
+        assign(student_dir, parquet, tmp_path / "in", workers=1, overwrite=True)
+
+
+def test_a_second_run_never_races_the_first_or_its_survivors(student_dir, tmp_path, monkeypatch):
+    inputs = write_shards(tmp_path / "in", n_shards=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    with folder_lock(out / LOCK, what="a running gem assign"):  # another run holds the folder
+        with pytest.raises(ValueError, match=rf"in use by another process \(pid {os.getpid()}\)"):
+            assign(student_dir, inputs, out, workers=1)
+    monkeypatch.setattr(gem_app.scale.assign, "_SURVIVOR_WAIT_S", 0.2)
+    with folder_lock(out / WORKERS_LOCK, what="a worker", shared=True):  # a surviving worker
+        with pytest.raises(ValueError, match="workers of a killed gem assign"):
+            assign(student_dir, inputs, out, workers=1)
+    assert not (out / MANIFEST).exists()
+    assert assign(student_dir, inputs, out, workers=1).failed == []
+
+
+def test_a_dead_worker_fails_its_shard_and_the_others_complete():
+    events = queue.Queue()
+    events.put(("start", 0, "a.jsonl"))
+    events.put(("start", 1, "b.jsonl"))
+    events.put(("progress", 1, 5))
+    events.put(("done", 1, ("b.jsonl", {"status": "done", "rows": 5})))
+    procs = [SimpleNamespace(exitcode=-9), SimpleNamespace(exitcode=0)]  # worker 0 was killed
+    records, progressed = {}, []
+    jobs = [(Path("a.jsonl"), None), (Path("b.jsonl"), None)]
+    _collect(jobs, procs, events, records.__setitem__, progressed.append)
+    assert records[Path("b.jsonl")] == {"status": "done", "rows": 5} and progressed == [5]
+    failed = records[Path("a.jsonl")]
+    assert failed["status"] == "failed" and "worker process died (exit code -9)" in failed["error"]

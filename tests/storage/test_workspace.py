@@ -52,7 +52,8 @@ def test_save_load_round_trip_with_every_kind_of_source(tmp_path):
         assert record == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
 
-def test_list_exists_delete_and_replace(tmp_path):
+def test_list_exists_delete_and_replace(tmp_path, monkeypatch):
+    monkeypatch.setattr(gem_app.storage.workspace, "_GRACE_S", 0.0)
     ws = Workspace(tmp_path)
     _save_two_files(ws, "b")
     _save_two_files(ws, "a")
@@ -66,8 +67,11 @@ def test_list_exists_delete_and_replace(tmp_path):
     first = ws.load("fits", "a")
     second = ws.save("fits", "a", {"only.txt": b"new"})
     assert set(second.files) == {"only.txt"}
-    assert not first.path.exists()  # the old version folder is gone
-    assert [p.name for p in (tmp_path / "fits/a").iterdir() if p.is_dir()] == [second.version]
+    assert first.path.exists()  # kept for readers that read the manifest just before
+    third = ws.save("fits", "a", {"only.txt": b"newer"})
+    assert not first.path.exists()  # the version before the previous one is gone
+    versions = sorted(p.name for p in (tmp_path / "fits/a").iterdir() if p.is_dir())
+    assert versions == sorted([second.version, third.version])
     ws.delete("fits", "a")
     assert not ws.exists("fits", "a")
     assert [r.name for r in ws.list("fits")] == ["b"]
@@ -152,7 +156,8 @@ def _save_then_die(root: str) -> None:
     Workspace(root).save("fits", "run", {"a.txt": b"version two", "z.bin": writer})
 
 
-def test_a_killed_writer_leaves_the_previous_version_and_the_lock_free(tmp_path):
+def test_a_killed_writer_leaves_the_previous_version_and_the_lock_free(tmp_path, monkeypatch):
+    monkeypatch.setattr(gem_app.storage.workspace, "_GRACE_S", 0.0)
     ws = Workspace(tmp_path)
     before = _save_two_files(ws, text=b"version one")
     proc = mp.get_context("spawn").Process(target=_save_then_die, args=(str(tmp_path),))
@@ -162,7 +167,8 @@ def test_a_killed_writer_leaves_the_previous_version_and_the_lock_free(tmp_path)
     assert ws.load("fits", "run") == before
     assert len([p for p in (tmp_path / "fits/run").iterdir() if p.is_dir()]) == 2  # an orphan
     after = ws.save("fits", "run", {"a.txt": b"version three"})  # the lock was released
-    assert [p.name for p in (tmp_path / "fits/run").iterdir() if p.is_dir()] == [after.version]
+    versions = sorted(p.name for p in (tmp_path / "fits/run").iterdir() if p.is_dir())
+    assert versions == sorted([before.version, after.version])  # the orphan is gone
 
 
 # ----------------------------------------------------------------------------- concurrency
@@ -267,3 +273,70 @@ def test_bad_kind_parameters_and_sources(tmp_path):
     with pytest.raises(ValueError, match="at least one file"):
         ws.save("fits", "m", {})
     assert ws.list() == [] and set(KINDS) >= {"fits", "mixtures"}
+
+
+# ----------------------------------------------------------------------------- readers
+def test_a_reader_overtaken_by_two_saves_gets_a_committed_version(tmp_path, monkeypatch):
+    monkeypatch.setattr(gem_app.storage.workspace, "_GRACE_S", 0.0)  # the worst case
+    ws = Workspace(tmp_path)
+    ws.save("fits", "run", {"a.txt": b"one"})
+    other = Workspace(tmp_path)  # another process, in effect
+    read_manifest = Workspace._read_manifest
+    calls = []
+
+    def read_then_two_saves(self, kind, name):
+        info = read_manifest(self, kind, name)
+        if self is ws and not calls:  # the reader has its manifest; two saves commit now
+            calls.append(info.version)
+            other.save("fits", "run", {"a.txt": b"two"})
+            other.save("fits", "run", {"a.txt": b"three"})
+        return info
+
+    monkeypatch.setattr(Workspace, "_read_manifest", read_then_two_saves)
+    info = ws.load("fits", "run")
+    assert calls  # the interleaving happened
+    assert info.file("a.txt").read_bytes() in (b"one", b"three")  # a committed version
+    assert info.version != calls[0] or info.path.is_dir()  # whose files are still there
+
+
+def _save_forever(root: str, stop) -> None:
+    ws = Workspace(root)
+    i = 0
+    while not stop.is_set():
+        ws.save("mixtures", "busy", {"w.bin": bytes([i % 256]) * 100_000, "n.txt": b"%d" % i})
+        i += 1
+
+
+def test_readers_see_no_spurious_corruption_while_others_save(tmp_path):
+    ws = Workspace(tmp_path)
+    ws.save("mixtures", "busy", {"w.bin": b"\0" * 100_000, "n.txt": b"0"})
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    writers = [ctx.Process(target=_save_forever, args=(str(tmp_path), stop)) for _ in range(2)]
+    for w in writers:
+        w.start()
+    try:
+        first = ws.load("mixtures", "busy").version
+        while ws.load("mixtures", "busy").version == first:  # until the writers are saving
+            assert any(w.is_alive() for w in writers), [w.exitcode for w in writers]
+        versions, loads = set(), 0
+        while len(versions) < 10 and loads < 5000 and any(w.is_alive() for w in writers):
+            info = ws.load("mixtures", "busy")  # WorkspaceCorruption would fail the test
+            data = info.file("w.bin").read_bytes()
+            assert data == data[:1] * len(data) and len(data) == 100_000
+            versions.add(info.version)
+            loads += 1
+    finally:
+        stop.set()
+        for w in writers:
+            w.join(60)
+    assert [w.exitcode for w in writers] == [0, 0]
+    assert len(versions) > 1  # the saves really overtook the reader
+    assert ws.check() == {}
+
+
+def test_corruption_is_a_value_error_and_a_file_is_not_a_workspace(tmp_path):
+    assert issubclass(WorkspaceCorruption, ValueError)  # the CLI reports it in one line
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        Workspace(tmp_path / "file")
