@@ -29,7 +29,7 @@ from filelock import FileLock
 
 from gem_app.app.bundle import SAMPLE_DATA, SAMPLE_EMBEDDINGS
 from gem_app.app.views import FitView
-from gem_app.storage.runs import fit_corpus
+from gem_app.storage.runs import RUN_FILES, fit_corpus
 from gem_app.storage.workspace import Workspace
 from gem_app.taxonomy.build import build_taxonomy
 from gem_app.taxonomy.tree import TAXONOMY_FILE, Taxonomy
@@ -53,7 +53,6 @@ SAMPLE_PARAMS = {
     "label_col": "section",
     "tokens_col": "tokens",
 }
-_RUN_FILES = ("model.json", "model.safetensors", "assignments.parquet", "embeddings.npy")
 _VIEWS: OrderedDict = OrderedDict()
 _VIEWS_LOCK = threading.Lock()
 _MAX_VIEWS = 3
@@ -125,7 +124,7 @@ def fit_into_workspace(
             callback=callback,
             **fit_params,
         )
-        files = {rel: Path(tmp) / rel for rel in _RUN_FILES if (Path(tmp) / rel).is_file()}
+        files = {rel: Path(tmp) / rel for rel in RUN_FILES if (Path(tmp) / rel).is_file()}
         parameters = {
             "data": str(Path(data).resolve()),
             "embeddings": None if embeddings is None else str(Path(embeddings).resolve()),

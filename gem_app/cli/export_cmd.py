@@ -51,6 +51,12 @@ def register(sub) -> None:
     )
     p.add_argument("--eval-weights", choices=["natural", "train", "uniform"], default="natural")
     p.add_argument(
+        "--global-batch-size",
+        type=int,
+        default=None,
+        help="OLMo-core global batch size in tokens (olmo; default 4194304)",
+    )
+    p.add_argument(
         "--materialize", metavar="DIR2", default=None, help="also write one shard per domain here"
     )
     p.add_argument("--shard-format", choices=SHARD_FORMATS, default="parquet")
@@ -82,7 +88,11 @@ def run(args) -> int:
         _, _, _, doc = mixture_from_args(args)
     if args.mixture is not None or args.from_file is not None:
         check_mixture_run(doc, args.dir)
-    options = {"path_template": args.path_template, "eval_weights": args.eval_weights}
+    options = {
+        "path_template": args.path_template,
+        "eval_weights": args.eval_weights,
+        "global_batch_size": args.global_batch_size,
+    }
     render_mixture(doc, args.format, **options)  # every check of the format, before writing
     print(format_table(doc))
     if args.materialize is not None:

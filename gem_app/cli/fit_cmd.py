@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from gem_app.cli.arguments import add_corpus_arguments
@@ -78,6 +80,8 @@ def run(args) -> int:
             overwrite=args.overwrite,
         )
     print(summary(fit))
+    for warning in fit.corpus.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gem_app.io.records import MISSING, estimate_tokens, parse_token_count, text_problem
+from gem_app.io.records import MISSING, estimate_tokens, json_error, parse_token_count, text_problem
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 SHARD_SUFFIXES = (*JSONL_SUFFIXES, ".parquet")
@@ -137,7 +137,7 @@ def _parse_line(raw: bytes, line_no: int):
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        return None, f"line {line_no + 1}: malformed JSON ({exc.msg} at column {exc.colno})"
+        return None, f"line {line_no + 1}: malformed JSON ({json_error(exc, text)})"
     if not isinstance(value, dict):
         return None, f"line {line_no + 1}: not a JSON object"
     return value, None

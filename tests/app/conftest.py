@@ -6,6 +6,7 @@ workspace (builds a taxonomy, uploads a file) cannot change what another module 
 """
 
 import shutil
+import sys
 
 import pytest
 
@@ -29,3 +30,13 @@ def app_env(sample_template, tmp_path_factory, request):
         patch.setenv("GEM_WORKSPACE", str(workspace))
         patch.setenv("GEM_APP_UMAP", "0")  # no background UMAP thread in AppTest
         yield workspace
+
+
+@pytest.fixture(autouse=True)
+def restore_main_module():
+    """AppTest leaves ``sys.modules["__main__"]`` set to the page script it ran; put it back,
+    so that later tests which spawn processes do not re-import a Streamlit page."""
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main

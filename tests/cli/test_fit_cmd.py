@@ -284,3 +284,15 @@ def test_embed_then_fit(tmp_path, capsys):
     )
     labels = pd.read_parquet(tmp_path / "run" / "assignments.parquet").set_index("id")["cluster"]
     assert labels[1] == labels[4] and labels[3] == labels[5] and labels[1] != labels[3]
+
+
+def test_one_huge_document_is_named_in_a_warning(tmp_path, capsys):
+    rows, X, _ = planted_corpus(n_per=8)
+    rows[0] = {**rows[0], "id": "big", "tokens": 100_000}
+    write_jsonl(tmp_path / "c.jsonl", rows)
+    np.save(tmp_path / "e.npy", X)
+    assert main(fit_args(tmp_path)) == 0
+    err = capsys.readouterr().err
+    assert "warning: row 0 (id 'big')" in err
+    share = 100_000 / sum(r["tokens"] for r in rows)
+    assert f"{100 * share:.1f}% of all tokens" in err

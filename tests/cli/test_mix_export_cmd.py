@@ -260,3 +260,11 @@ def test_export_refuses_a_newer_schema_version(run_dir, tmp_path, capsys):
         == 2
     )
     assert "outside the workspace" in capsys.readouterr().err
+
+
+def test_olmo_global_batch_size_option(run_dir, tmp_path, capsys):
+    out = tmp_path / "mix.yaml"
+    args = ["export", str(run_dir), "--format", "olmo", "--out", str(out)]
+    assert main([*args, "--global-batch-size", "2048"]) == 0
+    assert yaml.safe_load(out.read_text(encoding="utf-8"))["global_batch_size"] == 2048
+    capsys.readouterr()
