@@ -10,7 +10,7 @@ import streamlit as st
 
 from gem_app.app import session_keys as keys
 from gem_app.app import state as app_state
-from gem_app.storage.workspace import WorkspaceCorruption
+from gem_app.storage.manifest import WorkspaceCorruption
 
 
 def workspace():

@@ -16,7 +16,7 @@ from __future__ import annotations
 import shared
 import streamlit as st
 
-from gem_app.storage.workspace import WorkspaceCorruption
+from gem_app.storage.manifest import WorkspaceCorruption
 
 st.set_page_config(page_title="GEM Studio", page_icon=":material/public:", layout="wide")
 

@@ -20,18 +20,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import resource
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from gem_app.core.model_files import MODEL_TENSORS
 from gem_app.export.document import validate_mixture_document
 from gem_app.export.run_batches import run_batches
+from gem_app.export.shard_writer import ShardWriter, check_open_files
 from gem_app.utils.files import (
     atomic_path,
     check_writable_dir,
@@ -56,8 +54,6 @@ CONTENTS = ("ids", "text")
 MANIFEST = "manifest.json"
 MANIFEST_KIND = "gem-shards"
 TOOL = "gem export --materialize"
-_ROW_GROUP_ROWS = 65536
-_RESERVED_FILES = 32
 
 
 def check_shard_options(format: str, content: str, batch_size: int) -> None:
@@ -68,81 +64,6 @@ def check_shard_options(format: str, content: str, batch_size: int) -> None:
         raise ValueError(f"shard content must be one of {', '.join(CONTENTS)}, got {content!r}")
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-
-
-def _check_open_files(n_shards: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = n_shards + _RESERVED_FILES
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        if soft != resource.RLIM_INFINITY and soft < needed:
-            raise ValueError(
-                f"{n_shards} shards need {needed} open files but the limit is {soft}; "
-                "raise it (ulimit -n) or merge domains"
-            )
-
-
-class _Shard:
-    """One domain's shard being written to a temporary path."""
-
-    def __init__(self, tmp: Path, format: str):
-        self.tmp, self.format = tmp, format
-        self.pending: list[pa.Table] = []
-        self.pending_rows = 0
-        self.writer = None
-        self.handle = None
-        self.documents = 0
-        self.tokens = 0
-
-    def add(self, table: pa.Table) -> None:
-        self.documents += table.num_rows
-        self.tokens += int(pc.sum(table.column("tokens")).as_py() or 0)
-        self.pending.append(table)
-        self.pending_rows += table.num_rows
-        if self.pending_rows >= _ROW_GROUP_ROWS:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        table = pa.concat_tables(self.pending)
-        self.pending, self.pending_rows = [], 0
-        if self.format == "parquet":
-            if self.writer is None:
-                self.writer = pq.ParquetWriter(self.tmp, table.schema)
-            self.writer.write_table(table)
-        else:
-            if self.handle is None:
-                self.handle = open(self.tmp, "w", encoding="utf-8")  # noqa: SIM115
-            self.handle.write(_jsonl(table))
-
-    def close(self, schema: pa.Schema | None) -> None:
-        self.flush()
-        if self.format == "parquet":
-            if self.writer is None and schema is not None:
-                self.writer = pq.ParquetWriter(self.tmp, schema)  # an empty shard
-            if self.writer is not None:
-                self.writer.close()
-        elif self.handle is not None:
-            self.handle.close()
-        if not self.tmp.exists():
-            self.tmp.touch()
-
-    def abort(self) -> None:
-        with contextlib.suppress(Exception):
-            if self.writer is not None:
-                self.writer.close()
-            if self.handle is not None:
-                self.handle.close()
-
-
-def _jsonl(table: pa.Table) -> str:
-    frame = table.to_pandas()
-    text = frame.to_json(orient="records", lines=True, force_ascii=False)
-    return text if text.endswith("\n") else text + "\n"
 
 
 def _shard_name(domain: Mapping, format: str) -> str:
@@ -203,7 +124,7 @@ def write_shards(
     doc = validate_mixture_document(doc)
     domains = doc["domains"]
     written = [i for i, d in enumerate(domains) if include_excluded or not d["excluded"]]
-    _check_open_files(len(written))
+    check_open_files(len(written))
     columns = ["id", "text", "tokens"] if content == "text" else ["id", "tokens"]
     written_by = {"tool": TOOL, **dict(writer or {})}
     check_shards_target(out_dir, written_by, overwrite=overwrite)
@@ -221,13 +142,13 @@ def _write_shard_folder(
     n = len(domains)
     keep = np.zeros(n, dtype=bool)
     keep[written] = True
-    shards: dict[int, _Shard] = {}
+    shards: dict[int, ShardWriter] = {}
     schema = None
     done = skipped = 0
     with contextlib.ExitStack() as stack:
         for i in written:
             tmp = stack.enter_context(atomic_path(out / _shard_name(domains[i], format)))
-            shards[i] = _Shard(tmp, format)
+            shards[i] = ShardWriter(tmp, format)
         try:
             for batch in batches:
                 table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
@@ -346,7 +267,7 @@ def _foreign(out: Path, written_by: Mapping) -> str | None:
     return None
 
 
-def _check_counts(doc: Mapping, shards: dict[int, _Shard], skipped: int) -> None:
+def _check_counts(doc: Mapping, shards: dict[int, ShardWriter], skipped: int) -> None:
     """Shard counts must equal the mixture's; raised inside the ExitStack so nothing is renamed."""
     domains = doc["domains"]
     for i, shard in shards.items():

@@ -1,4 +1,4 @@
-"""A persistent, checksummed workspace for datasets, embeddings, fits, taxonomies and mixtures.
+"""A persistent, checksummed workspace for fits, saved mixtures and proxy studies.
 
 Layout (``root`` defaults to ``$GEM_WORKSPACE`` or ``./gem_workspace``)::
 
@@ -37,12 +37,19 @@ import shutil
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
+from gem_app.storage.manifest import (
+    FORMAT_VERSION,
+    MANIFEST,
+    RunInfo,
+    WorkspaceCorruption,
+    file_problems,
+    read_manifest,
+)
 from gem_app.storage.run_files import (
     FileRecord,
     FileSource,
@@ -54,47 +61,12 @@ from gem_app.storage.run_files import (
 )
 from gem_app.utils.files import fault_point, write_json
 
-__all__ = ["KINDS", "FORMAT_VERSION", "FileRecord", "RunInfo", "Workspace", "WorkspaceCorruption"]
+__all__ = ["KINDS", "Workspace"]
 
-KINDS = ("datasets", "embeddings", "fits", "taxonomies", "mixtures")
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
+KINDS = ("fits", "mixtures", "studies")
 _LOCK_TIMEOUT_S = 600.0
 _READ_ATTEMPTS = 50  # a reader overtaken by saves re-reads the manifest up to this often
 _GRACE_S = 120.0  # superseded versions stay this long for readers that hold their paths
-
-
-class WorkspaceCorruption(ValueError):
-    """A run whose manifest or files are missing or do not match their checksums.
-
-    ``problems`` lists one human-readable line per bad file. A ``ValueError``: bad data
-    on disk, reported by the CLI as a one-line error.
-    """
-
-    def __init__(self, kind: str, name: str, problems: list[str]):
-        self.kind, self.name, self.problems = kind, name, list(problems)
-        super().__init__(f"{kind}/{name} is corrupted: " + "; ".join(self.problems))
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """What a manifest says about a run; ``path`` is the folder holding its files."""
-
-    kind: str
-    name: str
-    path: Path
-    created: str
-    updated: str
-    version: str
-    parameters: dict
-    files: dict[str, FileRecord]
-    format_version: int
-
-    def file(self, relpath: str) -> Path:
-        """Absolute path of one of the run's files (must be listed in the manifest)."""
-        if relpath not in self.files:
-            raise KeyError(f"{self.kind}/{self.name} has no file {relpath!r}")
-        return self.path / relpath
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -142,7 +114,7 @@ class Workspace:
 
     def path(self, kind: str, name: str, relpath: str) -> Path:
         """Absolute path of ``relpath`` in the current version of a run (validated)."""
-        info = self._read_manifest(kind, name)
+        info = read_manifest(self._run_dir(kind, name), kind, name)
         return info.path / check_relpath(relpath)
 
     def exists(self, kind: str, name: str) -> bool:
@@ -150,48 +122,6 @@ class Workspace:
         return (self._run_dir(kind, name) / MANIFEST).is_file()
 
     # -- reading
-    def _read_manifest(self, kind: str, name: str) -> RunInfo:
-        run_dir = self._run_dir(kind, name)
-        manifest = run_dir / MANIFEST
-        if not run_dir.is_dir():
-            raise FileNotFoundError(f"no {kind} run named {name!r} in {self.root}")
-        if not manifest.is_file():
-            raise WorkspaceCorruption(kind, name, [f"{MANIFEST}: missing"])
-        try:
-            raw = json.loads(manifest.read_text(encoding="utf-8"))
-            files = {
-                check_relpath(rel): FileRecord(str(rec["sha256"]), int(rec["bytes"]))
-                for rel, rec in raw["files"].items()
-            }
-            version = check_name(str(raw["version"]), "version")
-            info = RunInfo(
-                kind=str(raw["kind"]),
-                name=str(raw["name"]),
-                path=run_dir / version,
-                created=str(raw["created"]),
-                updated=str(raw.get("updated", raw["created"])),
-                version=version,
-                parameters=dict(raw.get("parameters") or {}),
-                files=files,
-                format_version=int(raw["format_version"]),
-            )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise WorkspaceCorruption(kind, name, [f"{MANIFEST}: unreadable ({exc})"]) from exc
-        if (info.kind, info.name) != (kind, name):
-            raise WorkspaceCorruption(
-                kind, name, [f"{MANIFEST}: describes {info.kind}/{info.name}"]
-            )
-        if info.format_version > FORMAT_VERSION:
-            raise WorkspaceCorruption(
-                kind,
-                name,
-                [
-                    f"{MANIFEST}: format_version {info.format_version} is newer than "
-                    f"this GEM Studio understands ({FORMAT_VERSION})"
-                ],
-            )
-        return info
-
     def verify(self, kind: str, name: str) -> list[str]:
         """Check every file against the manifest; return one line per problem (empty: fine)."""
         try:
@@ -201,32 +131,16 @@ class Workspace:
 
     def _verified(self, kind: str, name: str) -> tuple[RunInfo, list[str]]:
         """The manifest and the problems of its files, re-read while saves overtake us."""
-        info = self._read_manifest(kind, name)
+        info = read_manifest(self._run_dir(kind, name), kind, name)
         for _ in range(_READ_ATTEMPTS):
-            problems = self._file_problems(info)
+            problems = file_problems(info)
             if not problems:
                 return info, problems
-            latest = self._read_manifest(kind, name)
+            latest = read_manifest(self._run_dir(kind, name), kind, name)
             if latest.version == info.version:
                 return info, problems
             info = latest  # a save committed a newer version meanwhile: check that one
         return info, problems
-
-    @staticmethod
-    def _file_problems(info: RunInfo) -> list[str]:
-        problems = []
-        for rel, record in sorted(info.files.items()):
-            target = info.path / rel
-            try:
-                actual = file_record(target)
-            except OSError:
-                problems.append(f"{rel}: missing")
-                continue
-            if actual.bytes != record.bytes:
-                problems.append(f"{rel}: {actual.bytes} bytes, manifest says {record.bytes}")
-            elif actual.sha256 != record.sha256:
-                problems.append(f"{rel}: checksum mismatch (file altered)")
-        return problems
 
     def load(self, kind: str, name: str, *, verify: bool = True) -> RunInfo:
         """The run's manifest, after checking every checksum (unless ``verify=False``).
@@ -239,7 +153,7 @@ class Workspace:
             The manifest or a file is missing or altered; the message names each one.
         """
         if not verify:
-            return self._read_manifest(kind, name)
+            return read_manifest(self._run_dir(kind, name), kind, name)
         info, problems = self._verified(kind, name)
         if problems:
             raise WorkspaceCorruption(kind, name, problems)
@@ -254,7 +168,7 @@ class Workspace:
         for k in [_check_kind(kind)] if kind is not None else KINDS:
             for name in self._names(k):
                 try:
-                    infos.append(self._read_manifest(k, name))
+                    infos.append(read_manifest(self._run_dir(k, name), k, name))
                 except (WorkspaceCorruption, FileNotFoundError):
                     continue
         return infos
@@ -310,34 +224,6 @@ class Workspace:
         with self._lock(kind, name):
             return self._commit(kind, name, dict(files), parameters, carry_over=True)
 
-    def append_jsonl(
-        self, kind: str, name: str, relpath: str, record: Mapping[str, Any]
-    ) -> RunInfo:
-        """Append one JSON record (one line) to a JSON-lines file of a run, under the lock.
-
-        The run is created if needed. The file is rewritten into a new version, so the append is
-        atomic and checksummed like any other write.
-        """
-        line = json.dumps(dict(record), ensure_ascii=False, allow_nan=False, sort_keys=True)
-        check_relpath(relpath)
-        with self._lock(kind, name):
-            previous = b""
-            if self.exists(kind, name):
-                info = self.load(kind, name)
-                if relpath in info.files:
-                    previous = (info.path / relpath).read_bytes()
-                    if previous and not previous.endswith(b"\n"):
-                        previous += b"\n"
-            return self._commit(
-                kind, name, {relpath: previous + line.encode() + b"\n"}, None, carry_over=True
-            )
-
-    def read_jsonl(self, kind: str, name: str, relpath: str) -> list[dict]:
-        """All records of a JSON-lines file of a run (after verifying the run)."""
-        info = self.load(kind, name)
-        text = info.file(relpath).read_text(encoding="utf-8")
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-
     def delete(self, kind: str, name: str) -> None:
         """Remove a run (renamed away first, so a half-deleted run is never seen)."""
         run_dir = self._run_dir(kind, name)
@@ -365,7 +251,7 @@ class Workspace:
     def _current(self, kind: str, name: str) -> RunInfo | None:
         """The committed version (None: no run, or a manifest too damaged to name one)."""
         try:
-            return self._read_manifest(kind, name)
+            return read_manifest(self._run_dir(kind, name), kind, name)
         except (WorkspaceCorruption, FileNotFoundError):
             return None
 
@@ -442,4 +328,4 @@ class Workspace:
                 shutil.rmtree(new_dir if not first else home, ignore_errors=True)
             raise
         self._remove_old_versions(run_dir, {version, current.version if current else version})
-        return self._read_manifest(kind, name)
+        return read_manifest(self._run_dir(kind, name), kind, name)

@@ -13,7 +13,8 @@ import pytest
 
 import gem_app.storage.workspace
 import gem_app.utils.files
-from gem_app.storage.workspace import KINDS, Workspace, WorkspaceCorruption
+from gem_app.storage.manifest import WorkspaceCorruption
+from gem_app.storage.workspace import KINDS, Workspace
 
 
 def _save_two_files(ws, name="run", text=b"first", kind="fits"):
@@ -27,7 +28,7 @@ def test_save_load_round_trip_with_every_kind_of_source(tmp_path):
     source.write_bytes(b"x,y\n1,2\n")
     array = np.arange(12.0).reshape(3, 4)
     info = ws.save(
-        "embeddings",
+        "fits",
         "corpus-1",
         {
             "raw.bin": b"\x00\x01\x02",
@@ -36,16 +37,16 @@ def test_save_load_round_trip_with_every_kind_of_source(tmp_path):
         },
         parameters={"model": "minilm", "dim": 4},
     )
-    loaded = ws.load("embeddings", "corpus-1")
+    loaded = ws.load("fits", "corpus-1")
     assert loaded == info
     assert loaded.parameters == {"model": "minilm", "dim": 4}
     assert loaded.file("raw.bin").read_bytes() == b"\x00\x01\x02"
     assert loaded.file("copy.csv").read_bytes() == source.read_bytes()
     np.testing.assert_array_equal(
-        np.load(ws.path("embeddings", "corpus-1", "vectors.npy"), allow_pickle=False), array
+        np.load(ws.path("fits", "corpus-1", "vectors.npy"), allow_pickle=False), array
     )
-    manifest = json.loads((tmp_path / "ws/embeddings/corpus-1/manifest.json").read_text())
-    assert manifest["kind"] == "embeddings" and manifest["name"] == "corpus-1"
+    manifest = json.loads((tmp_path / "ws/fits/corpus-1/manifest.json").read_text())
+    assert manifest["kind"] == "fits" and manifest["name"] == "corpus-1"
     assert manifest["format_version"] == gem_app.storage.workspace.FORMAT_VERSION
     for rel, record in manifest["files"].items():
         data = (loaded.path / rel).read_bytes()
@@ -98,18 +99,6 @@ def test_update_keeps_other_files_and_merges_parameters(tmp_path):
     assert after.created == before.created and after.updated >= before.updated
     assert ws.verify("fits", "run") == []
     assert (after.path / "sub/b.bin").read_bytes() == bytes(range(256))
-
-
-def test_append_jsonl_creates_and_extends_an_edit_log(tmp_path):
-    ws = Workspace(tmp_path)
-    ws.append_jsonl("taxonomies", "tax", "edits.jsonl", {"op": "rename", "cluster": 1})
-    ws.append_jsonl("taxonomies", "tax", "edits.jsonl", {"op": "merge", "clusters": [2, 3]})
-    assert ws.read_jsonl("taxonomies", "tax", "edits.jsonl") == [
-        {"op": "rename", "cluster": 1},
-        {"op": "merge", "clusters": [2, 3]},
-    ]
-    with pytest.raises(ValueError):
-        ws.append_jsonl("taxonomies", "tax", "edits.jsonl", {"x": float("nan")})
 
 
 # ----------------------------------------------------------------------------- crashes
@@ -176,7 +165,10 @@ def _hammer(root: str, writer_id: int, n: int, start) -> None:
     ws = Workspace(root)
     start.wait(120)  # both processes begin together, so their writes interleave
     for i in range(n):
-        ws.append_jsonl("taxonomies", "shared", "edits.jsonl", {"writer": writer_id, "i": i})
+        # read-modify-write under the run's lock: each update carries the other files over
+        ws.update(
+            "fits", "shared", {f"w{writer_id}-{i:03d}.json": json.dumps([writer_id, i]).encode()}
+        )
         ws.save("mixtures", "contested", {"w.json": json.dumps([writer_id, i]).encode() * 50})
         ws.save("mixtures", f"own-{writer_id}-{i % 3}", {"w.bin": bytes([writer_id]) * 1000})
 
@@ -192,12 +184,11 @@ def test_two_processes_writing_at_once_lose_and_corrupt_nothing(tmp_path):
         p.join(300)
     assert [p.exitcode for p in procs] == [0, 0]
     ws = Workspace(tmp_path)
-    records = ws.read_jsonl("taxonomies", "shared", "edits.jsonl")
-    assert sorted((r["writer"], r["i"]) for r in records) == [
-        (w, i) for w in (1, 2) for i in range(n)
-    ]
-    for w in (1, 2):  # each writer's own records stay in order
-        assert [r["i"] for r in records if r["writer"] == w] == list(range(n))
+    shared = ws.load("fits", "shared")
+    assert sorted(shared.files) == sorted(f"w{w}-{i:03d}.json" for w in (1, 2) for i in range(n))
+    for rel in shared.files:  # every update's file survived every other update, intact
+        writer, i = json.loads(shared.file(rel).read_bytes())
+        assert rel == f"w{writer}-{i:03d}.json"
     assert ws.check() == {}
     data = ws.load("mixtures", "contested").file("w.json").read_bytes()
     assert data == data[: len(data) // 50] * 50
@@ -281,18 +272,18 @@ def test_a_reader_overtaken_by_two_saves_gets_a_committed_version(tmp_path, monk
     ws = Workspace(tmp_path)
     ws.save("fits", "run", {"a.txt": b"one"})
     other = Workspace(tmp_path)  # another process, in effect
-    read_manifest = Workspace._read_manifest
+    read_manifest = gem_app.storage.workspace.read_manifest
     calls = []
 
-    def read_then_two_saves(self, kind, name):
-        info = read_manifest(self, kind, name)
-        if self is ws and not calls:  # the reader has its manifest; two saves commit now
+    def read_then_two_saves(run_dir, kind, name):
+        info = read_manifest(run_dir, kind, name)
+        if not calls:  # the reader has its manifest; two saves commit now
             calls.append(info.version)
             other.save("fits", "run", {"a.txt": b"two"})
             other.save("fits", "run", {"a.txt": b"three"})
         return info
 
-    monkeypatch.setattr(Workspace, "_read_manifest", read_then_two_saves)
+    monkeypatch.setattr(gem_app.storage.workspace, "read_manifest", read_then_two_saves)
     info = ws.load("fits", "run")
     assert calls  # the interleaving happened
     assert info.file("a.txt").read_bytes() in (b"one", b"three")  # a committed version
