@@ -135,10 +135,6 @@ class Taxonomy:
         leaves = {n.id for n in self.walk(self.node(node_id).id) if n.is_leaf}
         return np.flatnonzero(pd.Series(self.document_leaf).isin(leaves).to_numpy())
 
-    def leaf_masses(self, *, include_excluded: bool = True) -> dict[str, float]:
-        """``leaf id -> mass`` in display order (masses of all leaves sum to 1)."""
-        return {n.id: n.mass for n in self.leaves() if include_excluded or not n.excluded}
-
     # -------------------------------------------------------------- edits
     def apply(self, edit: dict, *, run=None):
         """Apply one edit, append it to the log, return the new node id(s).
