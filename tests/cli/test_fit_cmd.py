@@ -14,6 +14,7 @@ from sklearn.metrics import adjusted_mutual_info_score
 from gem_app.cli import main
 from gem_app.core.gem import GEM
 from gem_app.storage.runs import load_run
+from tests.conftest import write_jsonl
 
 WORDS = [["kernel", "driver", "module"], ["audio", "music", "player"], ["font", "glyph", "unicode"]]
 
@@ -36,10 +37,6 @@ def planted_corpus(n_per=40, d=16, seed=0):
             X.append(centres[k] + rng.normal(size=d))
             y.append(k)
     return rows, np.array(X, dtype=np.float32), np.array(y)
-
-
-def write_jsonl(path, rows):
-    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
 
 
 @pytest.fixture

@@ -4,44 +4,21 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from gem_app.cli import main
 from gem_app.taxonomy.tree import Taxonomy
+from tests.conftest import topic_corpus
 
 N_TOPICS, N_SUBS, N_PER, DIM = 3, 2, 25, 12
 
 
-def write_corpus(folder, seed=0):
-    """Topics x subtopics: disjoint word pools and matching planted embeddings."""
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(N_TOPICS, DIM)) * 3
-    offsets = rng.normal(size=(N_TOPICS, N_SUBS, DIM)) * 1.2
-    rows, X = [], []
-    for t in range(N_TOPICS):
-        for s in range(N_SUBS):
-            for _ in range(N_PER):
-                words = [f"topic{t}w{j}" for j in rng.integers(0, 6, 6)]
-                words += [f"sub{t}x{s}w{j}" for j in rng.integers(0, 5, 6)]
-                rows.append(
-                    {
-                        "id": f"d{len(rows)}",
-                        "text": " ".join(words),
-                        "section": f"sec{t}",
-                        "tokens": int(rng.integers(20, 200)),
-                    }
-                )
-                X.append(centers[t] + offsets[t, s] + rng.normal(size=DIM) * 0.4)
-    pd.DataFrame(rows).to_parquet(folder / "data.parquet")
-    np.save(folder / "emb.npy", np.asarray(X, dtype=np.float32))
-    return folder / "data.parquet", folder / "emb.npy", rows
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    return write_corpus(tmp_path_factory.mktemp("cli"))
+    return topic_corpus(
+        tmp_path_factory.mktemp("cli"), n_topics=N_TOPICS, n_subs=N_SUBS, n_per=N_PER, dim=DIM
+    )
 
 
 def test_taxonomy_then_label(corpus, tmp_path, capsys, monkeypatch):

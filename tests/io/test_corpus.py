@@ -15,17 +15,13 @@ from gem_app.io.corpus import Corpus, CorpusError, load_corpus
 from gem_app.io.embeddings import load_embeddings
 from gem_app.io.records import estimate_tokens
 from gem_app.io.text_files import check_utf8
+from tests.conftest import write_jsonl
 
 DOCS = [
     {"id": "d1", "text": "Hello world, this is a document.", "label": "greeting", "n_tok": 7},
     {"id": "d2", "text": "Ünïcödé text — with accents ✓", "label": "unicode", "n_tok": 9},
     {"id": "d3", "text": "Line one\nline two, with a comma", "label": "greeting", "n_tok": 12},
 ]
-
-
-def write_jsonl(path, records):
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), "utf-8")
-    return path
 
 
 def write_format(tmp_path, fmt, records):

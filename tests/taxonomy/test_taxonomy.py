@@ -12,60 +12,24 @@ from scipy.special import ive, logsumexp
 
 import gem_app.storage.runs as runs_module
 from gem_app.evaluate.selection import mixture_bic
-from gem_app.storage.runs import fit_corpus
 from gem_app.taxonomy.build import build_taxonomy
 from gem_app.taxonomy.split import choose_k, resultant_concentration
 from gem_app.taxonomy.tree import Taxonomy
+from tests.conftest import fit_run, topic_corpus
 
 N_TOPICS, N_SUBS, N_PER, DIM = 4, 2, 30, 16
 
 
-def write_corpus(folder, *, seed=0, stop_words_only=False):
-    """Topics x subtopics with disjoint word pools and matching planted embeddings."""
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(N_TOPICS, DIM)) * 3
-    offsets = rng.normal(size=(N_TOPICS, N_SUBS, DIM)) * 1.2
-    rows, X, truth = [], [], []
-    for t in range(N_TOPICS):
-        for s in range(N_SUBS):
-            for _ in range(N_PER):
-                if stop_words_only:
-                    words = list(rng.choice(["the", "and", "of", "is", "it"], 8))
-                else:
-                    words = [f"topic{t}w{j}" for j in rng.integers(0, 6, 6)]
-                    words += [f"sub{t}x{s}w{j}" for j in rng.integers(0, 5, 6)] + ["the"]
-                rows.append(
-                    {
-                        "id": f"d{len(rows)}",
-                        "text": " ".join(words),
-                        "section": f"sec{t}",
-                        "tokens": int(rng.integers(20, 200)),
-                    }
-                )
-                X.append(centers[t] + offsets[t, s] + rng.normal(size=DIM) * 0.4)
-                truth.append((t, s))
-    pd.DataFrame(rows).to_parquet(folder / "data.parquet")
-    np.save(folder / "emb.npy", np.asarray(X, dtype=np.float32))
-    return folder / "data.parquet", folder / "emb.npy", np.array(truth)
-
-
-def fit_run(folder, k=N_TOPICS, **kwargs):
-    data, emb, truth = write_corpus(folder, **kwargs)
-    run = fit_corpus(
-        data,
-        folder / "run",
-        n_clusters=k,
-        embeddings=emb,
-        label_col="section",
-        tokens_col="tokens",
-        random_state=0,
+def planted_run(folder, k=N_TOPICS, **kwargs):
+    data, emb, truth = topic_corpus(
+        folder, n_topics=N_TOPICS, n_subs=N_SUBS, n_per=N_PER, dim=DIM, **kwargs
     )
-    return run, truth
+    return fit_run(data, emb, folder / "run", k), truth
 
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    run, truth = fit_run(tmp_path_factory.mktemp("planted"))
+    run, truth = planted_run(tmp_path_factory.mktemp("planted"))
     return run, truth, build_taxonomy(run, (N_TOPICS, N_SUBS))
 
 
@@ -130,7 +94,7 @@ def test_node_statistics_match_independent_computation(planted):
 
 
 def test_new_level1_fit_when_k1_differs_and_small_clusters(tmp_path):
-    run, truth = fit_run(tmp_path, k=3)
+    run, truth = planted_run(tmp_path, k=3)
     tax = build_taxonomy(run, (N_TOPICS * N_SUBS, 50))
     assert tax.parameters["levels"] == [N_TOPICS * N_SUBS, 50]
     assert len(tax.children("root")) == N_TOPICS * N_SUBS
@@ -142,7 +106,7 @@ def test_new_level1_fit_when_k1_differs_and_small_clusters(tmp_path):
 
 
 def test_texts_empty_after_stop_words(tmp_path):
-    run, _ = fit_run(tmp_path, stop_words_only=True)
+    run, _ = planted_run(tmp_path, stop_words_only=True)
     tax = build_taxonomy(run, (N_TOPICS,))
     assert (
         tax.parameters["vocabulary_size"] == 0
