@@ -1,23 +1,29 @@
-"""Seconds per MM iteration of GEM against faiss spherical k-means and sklearn Lloyd k-means.
+"""Time of a whole GEM fit against faiss spherical k-means, quiet and under a competing load.
 
-Issue 2 goal: a GEM iteration costs at most 1.5x a faiss ``Kmeans(spherical=True)``
-iteration on the same data and cores (both are GEMM-bound). Usage::
+Issue 13 goals, on the project's 2-core CPU: a whole fit (set-up, seeding, iterations,
+final pass) at an equal iteration count <= 1.5x faiss's whole train on the same rows; the
+default fit (``GEM(n_clusters=K).fit(X)``, to its tolerance) <= 2x faiss's default train;
+under a competing 2-thread load, GEM's slowdown within 1.5x of faiss's. Usage::
 
-    python bench/bench_fit.py [--n 100000] [--d 384] [--k 64] [--iters 8] [--seed 0]
-                              [--sample sample_data/embeddings.npy] [--skip-sample]
+    python bench/bench_fit.py [--sizes 100000x64,1000000x256] [--iters 10] [--repeat 3]
+                              [--load 2] [--per-iteration] [--json out.json]
 
-Two data sets, one run, same threads for every method:
+For each size, ``--repeat`` rounds; in each round every method runs once quiet and once
+while ``--load`` busy processes compete for the cores (interleaved, so that both conditions
+see the same background). Reported: medians, and the CPU the rest of the machine used
+meanwhile (from /proc/stat, in cores). Methods:
 
-* ``anisotropic``: ``--n`` rows of a synthetic vMF-like mixture with a common offset, so
-  that the anisotropy R0 (length of the mean unit vector) is about 0.6, as for real
-  sentence embeddings (see :func:`anisotropic_mixture`);
-* ``sample``: the bundled 5,000 x 384 MiniLM embeddings (float16 -> float32).
+* ``GEM default``: ``GEM(n_clusters=K, random_state=seed).fit(X)``, with its breakdown
+  (set-up = sphere statistics + corrected rows, seeding = k-means++, initial pass = hard
+  assignment + first (mu, kappa)-step, per iteration, final pass = the polished q-step);
+* ``GEM n iterations``: the same with ``max_iter=--iters, tol=0``;
+* ``faiss n iterations``: ``faiss.Kmeans(d, K, niter=--iters, spherical=True,
+  max_points_per_centroid=N)`` (every row, as GEM);
+* ``faiss defaults``: ``faiss.Kmeans(d, K, spherical=True)`` (25 iterations on a subsample
+  of 256 rows per centroid), and the same followed by the labels of all rows.
 
-Per-iteration times remove the initialisation: GEM from the timestamps of its
-``callback`` (one call per q-step, so consecutive calls bracket one full MM iteration),
-faiss and sklearn from two fits with different iteration counts (the difference of the
-times over the difference of the iterations). GEM is also broken down into its parts
-(score GEMM, dual passes, resultant pass, the rest) by wrapping gem_app.core.mm's functions.
+``--per-iteration`` also times the steady-state iteration of GEM (lambda = 1 and 0), faiss
+and scikit-learn's Lloyd k-means (the issue-2 measurement, :func:`time_gem`).
 """
 
 from __future__ import annotations
@@ -26,18 +32,30 @@ import argparse
 import contextlib
 import os
 import platform
+import resource
+import subprocess
+import sys
+import threading
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import sklearn
 import torch
+from sklearn.cluster import KMeans
 
-from gem_app.core import mm
+from gem_app.core import dual, mm
+from gem_app.core import gem as gem_module
 from gem_app.core.gem import GEM
+from gem_app.core.mm_run import MMRun
+from gem_app.core.sphere import SphereTransform
+from gem_app.utils.files import write_json
+from gem_app.utils.optional import require_faiss
 
-GOAL_RATIO_TO_FAISS = 1.5
+GOAL_EQUAL_ITERS = 1.5
+GOAL_DEFAULT = 2.0
+GOAL_SLOWDOWN = 1.5
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -57,17 +75,8 @@ def anisotropic_mixture(
 
     Row i of component c is ``offset * m0 + mu_c + spread * g_i / sqrt(d)``, with m0 and
     mu_c random unit vectors and g_i standard normal, then normalised. Component sizes
-    follow a Dirichlet(2) draw (unequal). The common offset makes the cloud anisotropic:
-    R0 ~ offset / sqrt(offset^2 + 1 + spread^2) (0.62 for the defaults), and the cosine of
-    two rows is ~0.76 within a component and ~0.38 across.
-
-    Parameters
-    ----------
-    n_samples, n_features, n_components : int
-    seed : int
-        Everything (directions, sizes, every chunk) derives from it.
-    out : ndarray of shape (n_samples, n_features), float32, optional
-        Filled in place (so that a caller controls the only full-size buffer).
+    follow a Dirichlet(2) draw (unequal). R0 ~ offset / sqrt(offset^2 + 1 + spread^2)
+    (0.62 for the defaults).
 
     Returns
     -------
@@ -104,63 +113,245 @@ def anisotropy(X: np.ndarray, chunk_size: int = 65_536) -> float:
     """R0 = || mean of the unit rows ||, computed in float64 over row chunks."""
     total = np.zeros(X.shape[1])
     for start in range(0, len(X), chunk_size):
-        rows = X[start : start + chunk_size].astype(np.float64)
-        total += _unit(rows).sum(0)
+        total += _unit(X[start : start + chunk_size].astype(np.float64)).sum(0)
     return float(np.linalg.norm(total / len(X)))
 
 
-# --------------------------------------------------------------------------- GEM timing
-@dataclass
-class _Profile:
-    """Exclusive seconds spent in wrapped gem_app.core.mm functions, and dual passes."""
+# --------------------------------------------------------------------------- the machine
+def _busy_jiffies() -> int:
+    with open("/proc/stat", encoding="ascii") as fh:
+        fields = [int(v) for v in fh.readline().split()[1:]]
+    return sum(fields) - fields[3] - fields[4]  # minus idle and iowait
 
-    seconds: dict = field(default_factory=dict)
-    passes: int = 0
-    _stack: list = field(default_factory=list)
 
-    def snapshot(self) -> dict:
-        return {**self.seconds, "passes": self.passes}
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 @contextlib.contextmanager
-def _profiled(profile: _Profile, synchronize=None):
-    """Wrap the MM pieces of gem_app.core.mm with timers (nested calls are not counted twice)."""
-    sync = synchronize or (lambda: None)
-    originals = []
+def cpu_meter(record: dict):
+    """Wall seconds, and the cores the rest of the machine kept busy meanwhile (/proc/stat)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    busy, own, start = _busy_jiffies(), _own_cpu_seconds(), time.perf_counter()
+    yield record
+    wall = time.perf_counter() - start
+    others = (_busy_jiffies() - busy) / tick - (_own_cpu_seconds() - own)
+    record.update(seconds=wall, other_cores=max(0.0, others) / max(wall, 1e-9))
+    record["load_average"] = os.getloadavg()[0]
 
-    def wrap(owner, name: str, label: str):
-        original = getattr(owner, name)
-        originals.append((owner, name, original))
 
-        def wrapped(*args, **kwargs):
-            sync()
-            profile._stack.append(0.0)
+@contextlib.contextmanager
+def competing_load(processes: int):
+    """``processes`` busy-looping Python processes for the duration (ended by their pid)."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
+    try:
+        time.sleep(0.3 if procs else 0.0)
+        yield
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait()
+
+
+# --------------------------------------------------------------------------- whole fits
+@contextlib.contextmanager
+def _wrapped(owner, name: str, wrapper):
+    original = getattr(owner, name)
+    setattr(owner, name, wrapper(original))
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+def _timing(phases: dict, label: str, when=lambda *a, **k: True):
+    def wrapper(original):
+        def timed(*args, **kwargs):
+            if not when(*args, **kwargs):
+                return original(*args, **kwargs)
             start = time.perf_counter()
             try:
-                result = original(*args, **kwargs)
-                sync()
+                return original(*args, **kwargs)
+            finally:
+                phases[label] = phases.get(label, 0.0) + time.perf_counter() - start
+
+        return timed
+
+    return wrapper
+
+
+def whole_gem(X, n_clusters: int, seed: int, **params) -> dict:
+    """Wall time of ``GEM(n_clusters, random_state=seed, **params).fit(X)`` and its phases."""
+    phases: dict = {}
+    final = _timing(phases, "final pass", when=lambda *a, final=False, **k: final)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_wrapped(SphereTransform, "fit", _timing(phases, "set-up")))
+        stack.enter_context(_wrapped(gem_module, "prepare_rows", _timing(phases, "set-up")))
+        stack.enter_context(_wrapped(MMRun, "_initial_directions", _timing(phases, "seeding")))
+        stack.enter_context(_wrapped(MMRun, "_seeded_start", _timing(phases, "initial pass")))
+        stack.enter_context(_wrapped(MMRun, "_q_step", final))
+        stack.enter_context(_wrapped(MMRun, "fit", _timing(phases, "run")))
+        stack.enter_context(warnings.catch_warnings())
+        warnings.simplefilter("ignore")  # ConvergenceWarning with max_iter
+        record: dict = {}
+        with cpu_meter(record):
+            model = GEM(n_clusters=n_clusters, random_state=seed, **params).fit(X)
+    phases["initial pass"] -= phases.get("seeding", 0.0)
+    iterations = phases.pop("run") - phases["initial pass"] - phases["seeding"]
+    iterations -= phases.get("final pass", 0.0)
+    record.update(
+        n_iter=int(model.n_iter_),
+        converged=bool(model.converged_),
+        objective=float(model.objective_),
+        phases=phases,
+        per_iteration=iterations / max(model.n_iter_, 1),
+    )
+    return record
+
+
+def whole_faiss(X, n_clusters: int, seed: int, *, niter=None, every_row=False, labels=False):
+    """Wall time of ``faiss.Kmeans(spherical=True).train`` (defaults unless given)."""
+    faiss = require_faiss()
+    options = {"spherical": True, "seed": seed, "verbose": False}
+    if niter is not None:
+        options["niter"] = niter
+    if every_row:
+        options["max_points_per_centroid"] = len(X)
+    record: dict = {}
+    with cpu_meter(record):
+        km = faiss.Kmeans(X.shape[1], n_clusters, **options)
+        km.train(X)
+        if labels:
+            km.index.search(X, 1)
+    record["n_iter"] = int(km.cp.niter)
+    return record
+
+
+def bench_whole(X, n_clusters: int, iters: int, seed: int, repeat: int, load: int) -> dict:
+    """Every method ``repeat`` times, quiet and under ``load`` busy processes, interleaved."""
+    methods = {
+        "GEM default": lambda: whole_gem(X, n_clusters, seed),
+        f"GEM {iters} iterations": lambda: whole_gem(X, n_clusters, seed, max_iter=iters, tol=0.0),
+        f"faiss {iters} iterations": lambda: whole_faiss(
+            X, n_clusters, seed, niter=iters, every_row=True
+        ),
+        "faiss defaults": lambda: whole_faiss(X, n_clusters, seed),
+        "faiss defaults + labels": lambda: whole_faiss(X, n_clusters, seed, labels=True),
+    }
+    conditions = ["quiet"] + ([f"{load} busy processes"] if load else [])
+    runs: dict = {c: {m: [] for m in methods} for c in conditions}
+    for round_ in range(repeat):
+        for condition in conditions:
+            with competing_load(load if condition != "quiet" else 0):
+                for name, run in methods.items():
+                    runs[condition][name].append(run())
+        print(f"  round {round_ + 1}/{repeat} done", flush=True)
+    return runs
+
+
+def _median(records: list, key: str) -> float:
+    return float(np.median([r[key] for r in records]))
+
+
+def summarize(runs: dict, iters: int) -> dict:
+    """Medians per condition and method, the goal ratios and the slowdowns under load."""
+    out: dict = {"conditions": {}}
+    for condition, methods in runs.items():
+        table = {}
+        for name, records in methods.items():
+            row = {k: _median(records, k) for k in ("seconds", "other_cores", "load_average")}
+            row["n_iter"] = int(np.median([r["n_iter"] for r in records]))
+            if "phases" in records[0]:
+                row["phases"] = {
+                    k: float(np.median([r["phases"].get(k, 0.0) for r in records]))
+                    for k in records[0]["phases"]
+                }
+                row["per_iteration"] = _median(records, "per_iteration")
+                row["objective"] = _median(records, "objective")
+            table[name] = row
+        t = {k: v["seconds"] for k, v in table.items()}
+        table["ratios"] = {
+            "equal_iterations": t[f"GEM {iters} iterations"] / t[f"faiss {iters} iterations"],
+            "default": t["GEM default"] / t["faiss defaults"],
+            "default_vs_faiss_with_labels": t["GEM default"] / t["faiss defaults + labels"],
+        }
+        out["conditions"][condition] = table
+    conditions = list(out["conditions"])
+    if len(conditions) == 2:
+        quiet, loaded = (out["conditions"][c] for c in conditions)
+        slow = {
+            name: loaded[name]["seconds"] / quiet[name]["seconds"]
+            for name in quiet
+            if name != "ratios"
+        }
+        gem_slow = slow[f"GEM {iters} iterations"]
+        faiss_slow = slow[f"faiss {iters} iterations"]
+        out["slowdown"] = {**slow, "GEM / faiss": gem_slow / faiss_slow}
+    return out
+
+
+def format_whole(name: str, shape, n_clusters: int, r0: float, summary: dict, iters: int) -> str:
+    lines = [f"\n{name}: N={shape[0]:,} d={shape[1]} K={n_clusters} R0={r0:.3f} (medians)"]
+    for condition, table in summary["conditions"].items():
+        ratios = table["ratios"]
+        row0 = table["GEM default"]
+        lines.append(
+            f" {condition}: load average {row0['load_average']:.1f}, other processes "
+            f"{row0['other_cores']:.2f} cores during GEM default"
+        )
+        lines.append(f"  {'method':<26} {'seconds':>8} {'n_iter':>6}  breakdown (seconds)")
+        for method, row in table.items():
+            if method == "ratios":
+                continue
+            parts = ""
+            if "phases" in row:
+                parts = ", ".join(f"{k} {v:.2f}" for k, v in row["phases"].items())
+                parts += f", per iteration {row['per_iteration']:.3f}"
+            lines.append(f"  {method:<26} {row['seconds']:8.2f} {row['n_iter']:6d}  {parts}")
+        eq, de = ratios["equal_iterations"], ratios["default"]
+        lines.append(
+            f"  whole fit at {iters} iterations: {eq:.2f}x faiss (goal <= {GOAL_EQUAL_ITERS}: "
+            f"{'MET' if eq <= GOAL_EQUAL_ITERS else 'MISSED'}); default fit: {de:.2f}x faiss "
+            f"defaults (goal <= {GOAL_DEFAULT}: {'MET' if de <= GOAL_DEFAULT else 'MISSED'}), "
+            f"{ratios['default_vs_faiss_with_labels']:.2f}x with faiss's labels"
+        )
+    if "slowdown" in summary:
+        s = summary["slowdown"]
+        lines.append(
+            f"  slowdown under load ({iters} iterations): GEM {s[f'GEM {iters} iterations']:.2f}x, "
+            f"faiss {s[f'faiss {iters} iterations']:.2f}x, ratio {s['GEM / faiss']:.2f} "
+            f"(goal <= {GOAL_SLOWDOWN}: {'MET' if s['GEM / faiss'] <= GOAL_SLOWDOWN else 'MISSED'}); "
+            f"GEM default {s['GEM default']:.2f}x, faiss defaults {s['faiss defaults']:.2f}x"
+        )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- per iteration
+def _main_thread_timer(seconds: dict, label: str, counts: dict):
+    """Exclusive seconds of top-level calls on the main thread (worker threads pass through)."""
+    stack = seconds.setdefault("_stack", [])
+
+    def wrapper(original):
+        def timed(*args, **kwargs):
+            if threading.current_thread() is not threading.main_thread():
+                return original(*args, **kwargs)
+            stack.append(0.0)
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
             finally:
                 elapsed = time.perf_counter() - start
-                inner = profile._stack.pop()
-                if profile._stack:
-                    profile._stack[-1] += elapsed
-                profile.seconds[label] = profile.seconds.get(label, 0.0) + elapsed - inner
-            if label == "dual statistics pass":
-                profile.passes += 1
-            return result
+                inner = stack.pop()
+                if stack:
+                    stack[-1] += elapsed
+                seconds[label] = seconds.get(label, 0.0) + elapsed - inner
+                counts[label] = counts.get(label, 0) + 1
 
-        setattr(owner, name, wrapped)
+        return timed
 
-    wrap(mm.ScoreMap, "__call__", "score GEMM")
-    wrap(mm, "solve_dual", "dual solve (fallback/polish)")
-    wrap(mm, "assignment_stats", "dual statistics pass")
-    wrap(mm, "resultant_pass", "resultant pass")
-    wrap(mm, "update_parameters", "(mu, kappa) step")
-    try:
-        yield profile
-    finally:
-        for owner, name, original in reversed(originals):
-            setattr(owner, name, original)
+    return wrapper
 
 
 def time_gem(
@@ -168,24 +359,32 @@ def time_gem(
 ) -> dict:
     """Per-iteration seconds of a GEM fit from its callback timestamps, with a breakdown.
 
-    Consecutive callbacks bracket one full MM iteration ((mu, kappa)-step, score GEMM,
-    dual solve, resultant pass); the first ``iters - 1`` such intervals are averaged.
+    Consecutive callbacks bracket one full MM iteration ((mu, kappa)-step, the pass over
+    the rows, any dual solve); the first ``iters - 1`` intervals are averaged.
 
     Returns
     -------
-    dict with ``seconds`` (per iteration), ``passes`` (dual passes per iteration),
-    ``parts`` (seconds per iteration in each wrapped function, plus ``other``), ``n_iter``.
+    dict with ``seconds`` (per iteration), ``passes`` (dual statistics passes per
+    iteration), ``parts`` (seconds per iteration in each wrapped function, and ``other``),
+    ``n_iter``.
     """
     if iters < 2:
         raise ValueError(f"iters must be >= 2 to time one interval, got {iters}")
     sync = synchronize or (lambda: None)
-    marks: list[tuple[float, dict]] = []
-    profile = _Profile()
+    seconds: dict = {}
+    counts: dict = {}
+    marks: list = []
 
     def on_iteration(iteration, objective):
         sync()
-        marks.append((time.perf_counter(), profile.snapshot()))
+        marks.append((time.perf_counter(), dict(seconds), dict(counts)))
 
+    labels = [
+        (mm, "resultant_pass", "pass (scores, q, resultants)"),
+        (dual, "solve_dual", "dual solve (fallback)"),
+        (dual, "assignment_stats", "dual statistics pass"),
+        (mm, "update_parameters", "(mu, kappa) step"),
+    ]
     model = GEM(
         n_clusters=n_clusters,
         max_iter=iters,
@@ -195,173 +394,123 @@ def time_gem(
         callback=on_iteration,
         **params,
     )
-    with warnings.catch_warnings(), _profiled(profile, sync):
+    with contextlib.ExitStack() as stack:
+        for owner, name, label in labels:
+            stack.enter_context(_wrapped(owner, name, _main_thread_timer(seconds, label, counts)))
+        stack.enter_context(warnings.catch_warnings())
         warnings.simplefilter("ignore")  # ConvergenceWarning: max_iter is deliberately small
         model.fit(X)
-    (t0, p0), (t1, p1) = marks[0], marks[-1]
+    (t0, s0, c0), (t1, s1, c1) = marks[0], marks[-1]
     count = len(marks) - 1
-    seconds = (t1 - t0) / count
-    parts = {k: (p1.get(k, 0.0) - p0.get(k, 0.0)) / count for k in p1 if k != "passes"}
-    parts["other"] = seconds - sum(parts.values())
-    return {
-        "seconds": seconds,
-        "passes": (p1["passes"] - p0["passes"]) / count,
-        "parts": parts,
-        "n_iter": model.n_iter_,
-    }
+    per = (t1 - t0) / count
+    parts = {k: (s1.get(k, 0.0) - s0.get(k, 0.0)) / count for k in s1 if k != "_stack"}
+    parts["other"] = per - sum(parts.values())
+    passes = (c1.get("dual statistics pass", 0) - c0.get("dual statistics pass", 0)) / count
+    return {"seconds": per, "passes": passes, "parts": parts, "n_iter": model.n_iter_}
 
 
-# --------------------------------------------------------------------------- references
-def time_faiss(X: np.ndarray, n_clusters: int, iters: int, seed: int) -> dict | None:
-    """faiss.Kmeans(spherical=True) seconds per iteration (difference of two fits)."""
-    try:
-        import faiss
-    except ImportError:
-        return None
-
-    def fit_seconds(niter: int) -> float:
-        km = faiss.Kmeans(
-            X.shape[1],
-            n_clusters,
-            niter=niter,
-            spherical=True,
-            seed=seed,
-            max_points_per_centroid=len(X),
-            verbose=False,
-        )  # no subsampling
-        start = time.perf_counter()
-        km.train(X)
-        return time.perf_counter() - start
-
-    fit_seconds(1)  # warm-up
-    short, long = fit_seconds(2), fit_seconds(2 + iters)
+def time_faiss(X: np.ndarray, n_clusters: int, iters: int, seed: int) -> dict:
+    """faiss.Kmeans(spherical=True) seconds per iteration on every row (difference of two fits)."""
+    short = whole_faiss(X, n_clusters, seed, niter=2, every_row=True)["seconds"]
+    long = whole_faiss(X, n_clusters, seed, niter=2 + iters, every_row=True)["seconds"]
     return {"seconds": (long - short) / iters}
 
 
 def time_sklearn(X: np.ndarray, n_clusters: int, iters: int, seed: int) -> dict:
     """sklearn KMeans(algorithm="lloyd") seconds per iteration (difference of two fits)."""
-    from sklearn.cluster import KMeans
 
     def fit(max_iter: int) -> tuple[float, int]:
-        km = KMeans(
-            n_clusters=n_clusters,
-            algorithm="lloyd",
-            n_init=1,
-            max_iter=max_iter,
-            tol=0.0,
-            random_state=seed,
-        )
+        km = KMeans(n_clusters, algorithm="lloyd", n_init=1, max_iter=max_iter, tol=0.0,
+                    random_state=seed)  # fmt: skip
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             km.fit(X)
         return time.perf_counter() - start, int(km.n_iter_)
 
-    fit(1)  # warm-up
     (t_short, n_short), (t_long, n_long) = fit(2), fit(2 + iters)
-    if n_long <= n_short:
-        raise RuntimeError("sklearn KMeans converged before the timing window; use more data")
-    seconds = (t_long - t_short) / (n_long - n_short)
-    if seconds <= 0:  # the two fits ran under different load: fall back to an upper bound
+    seconds = (t_long - t_short) / max(n_long - n_short, 1)
+    if seconds <= 0:  # the two fits ran under different load: an upper bound instead
         return {"seconds": t_long / n_long, "note": "upper bound (whole fit / n_iter)"}
     return {"seconds": seconds}
 
 
-# --------------------------------------------------------------------------- report
-def machine_info() -> dict:
-    info = {
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "load_average": [round(v, 2) for v in os.getloadavg()],
-    }
-    with contextlib.suppress(ImportError):
-        import faiss
-
-        info["faiss"] = faiss.__version__
-        info["faiss_threads"] = faiss.omp_get_max_threads()
-    import sklearn
-
-    info["sklearn"] = sklearn.__version__
-    return info
-
-
-def bench_dataset(name: str, X: np.ndarray, n_clusters: int, iters: int, seed: int) -> list:
-    """Time every method on one data set; rows of (method, result dict)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ConvergenceWarning of the one-iteration warm-up
-        GEM(n_clusters=n_clusters, max_iter=1, tol=0.0, random_state=seed).fit(X[:2000])
+def bench_iteration(X, n_clusters: int, iters: int, seed: int) -> list:
     rows = [("GEM (lambda=1, tied)", time_gem(X, n_clusters, iters, seed))]
-    rows.append(("GEM (lambda=0: EM, no dual)", time_gem(X, n_clusters, iters, seed, balance=0.0)))
-    faiss_result = time_faiss(X, n_clusters, iters, seed)
-    if faiss_result is not None:
-        rows.append(("faiss Kmeans spherical", faiss_result))
+    rows.append(("GEM (lambda=0: EM)", time_gem(X, n_clusters, iters, seed, balance=0.0)))
+    rows.append(("faiss Kmeans spherical", time_faiss(X, n_clusters, iters, seed)))
     rows.append(("sklearn KMeans lloyd", time_sklearn(X, n_clusters, iters, seed)))
     return rows
 
 
-def format_table(name: str, shape: tuple, n_clusters: int, r0: float, rows: list) -> str:
-    reference = dict(rows).get("faiss Kmeans spherical")
-    lines = [
-        f"\n{name}: N={shape[0]:,} d={shape[1]} K={n_clusters} R0={r0:.3f}",
-        f"  {'method':<28} {'ms/iter':>9} {'x faiss':>8} {'passes':>7}  breakdown (ms/iter)",
-    ]
+def format_iteration(rows: list) -> str:
+    reference = dict(rows)["faiss Kmeans spherical"]["seconds"]
+    lines = [f"  {'method':<26} {'ms/iter':>9} {'x faiss':>8} {'passes':>7}  breakdown (ms/iter)"]
     for method, result in rows:
-        ms = 1e3 * result["seconds"]
-        ratio = f"{result['seconds'] / reference['seconds']:8.2f}" if reference else f"{'-':>8}"
-        passes = f"{result['passes']:7.1f}" if "passes" in result else f"{'':>7}"
         parts = ", ".join(f"{k} {1e3 * v:.0f}" for k, v in result.get("parts", {}).items())
-        note = f"  [{result['note']}]" if "note" in result else ""
-        lines.append(f"  {method:<28} {ms:9.1f} {ratio} {passes}  {parts}{note}")
-    if reference:
-        gem_ratio = rows[0][1]["seconds"] / reference["seconds"]
-        verdict = "MET" if gem_ratio <= GOAL_RATIO_TO_FAISS else "MISSED"
+        passes = f"{result['passes']:7.1f}" if "passes" in result else " " * 7
         lines.append(
-            f"  goal GEM <= {GOAL_RATIO_TO_FAISS}x faiss per iteration: {verdict} "
-            f"({gem_ratio:.2f}x)"
+            f"  {method:<26} {1e3 * result['seconds']:9.1f} "
+            f"{result['seconds'] / reference:8.2f} {passes}  {parts}"
         )
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- driver
+def machine_info() -> dict:
+    faiss = require_faiss()
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "faiss": faiss.__version__,
+        "faiss_threads": faiss.omp_get_max_threads(),
+        "sklearn": sklearn.__version__,
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+    }
+
+
+def _size(text: str) -> tuple[int, int]:
+    n, k = text.lower().split("x")
+    return int(n), int(k)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--sizes", default="100000x64,1000000x256", help="NxK,NxK,...")
     parser.add_argument("--d", type=int, default=384)
-    parser.add_argument("--k", type=int, default=64)
-    parser.add_argument("--iters", type=int, default=8, help="timed iterations per method")
+    parser.add_argument("--iters", type=int, default=10, help="the equal iteration count")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--load", type=int, default=2, help="busy processes (0: quiet only)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sample", type=Path, default=ROOT / "sample_data" / "embeddings.npy")
-    parser.add_argument("--skip-sample", action="store_true")
+    parser.add_argument("--per-iteration", action="store_true", help="also the issue-2 table")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     info = machine_info()
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
-    results = {"machine": info, "datasets": {}}
-    datasets = [
-        ("anisotropic", lambda: anisotropic_mixture(args.n, args.d, args.k, seed=args.seed)[0])
-    ]
-    if not args.skip_sample:
-        datasets.append(
-            ("sample", lambda: np.load(args.sample, allow_pickle=False).astype(np.float32))
-        )
-    for name, make in datasets:
-        X = make()
-        X /= np.linalg.norm(X, axis=1, keepdims=True)  # unit rows for faiss spherical
+    results: dict = {"machine": info, "args": vars(args) | {"json": str(args.json)}, "sizes": {}}
+    with warnings.catch_warnings():  # warm-up (imports, first allocations)
+        warnings.simplefilter("ignore")
+        warm = anisotropic_mixture(5_000, args.d, 8, seed=args.seed)[0]
+        GEM(n_clusters=8, max_iter=2, random_state=0).fit(warm)
+        whole_faiss(warm, 8, 0, niter=2)
+    for text in args.sizes.split(","):
+        n, k = _size(text)
+        X = anisotropic_mixture(n, args.d, k, seed=args.seed)[0]
         r0 = anisotropy(X)
-        rows = bench_dataset(name, X, args.k, args.iters, args.seed)
-        print(format_table(name, X.shape, args.k, r0, rows), flush=True)
-        results["datasets"][name] = {
-            "shape": list(X.shape),
-            "k": args.k,
-            "r0": r0,
-            "methods": dict(rows),
-        }
+        runs = bench_whole(X, k, args.iters, args.seed, args.repeat, args.load)
+        summary = summarize(runs, args.iters)
+        print(format_whole("anisotropic", X.shape, k, r0, summary, args.iters), flush=True)
+        entry = {"r0": r0, "summary": summary, "runs": runs}
+        if args.per_iteration:
+            rows = bench_iteration(X, k, min(args.iters, 8), args.seed)
+            print(format_iteration(rows), flush=True)
+            entry["per_iteration"] = dict(rows)
+        results["sizes"][text] = entry
+        del X
     results["machine"]["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
-    print(f"load average after: {results['machine']['load_average_after']}")
     if args.json:
-        from gem_app.utils.files import write_json
-
         write_json(args.json, results)
     return 0
 

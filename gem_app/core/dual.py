@@ -21,6 +21,7 @@ from scipy import optimize
 from scipy.special import softmax
 
 from gem_app.core.rows import Rows
+from gem_app.core.threads import chunk_workers, map_chunks
 from gem_app.utils.information import entropy, kl_divergence
 
 __all__ = [
@@ -59,8 +60,20 @@ class QStats:
 
 
 def soft_assignments(s: torch.Tensor, eta_t: torch.Tensor, temperature: float):
-    """q = softmax((s + eta)/T) by row and its log-partition, in one buffer (s is not modified)."""
-    z = s + eta_t
+    """q = softmax((s + eta)/T) by row and its log-partition (s is not modified).
+
+    Returns
+    -------
+    q : Tensor of shape (n, K), the dtype of s
+    lse : Tensor of shape (n,), float64
+        logsumexp_k((s_ik + eta_k)/T), formed as max_k s_ik / T + logsumexp_k((s_ik -
+        max_k s_ik + eta_k)/T): the large row maximum is kept exact, so that the rounding
+        of float32 scores near |s| ~ 1e3 does not depend on eta (J compared across
+        q-steps at one set of parameters is then precise to ~1e-7 / row, not ~1e-5).
+    """
+    top_s = s.amax(dim=1, keepdim=True)
+    z = s - top_s
+    z.add_(eta_t)
     if temperature != 1.0:
         z.div_(temperature)
     top = z.amax(dim=1, keepdim=True)
@@ -72,7 +85,9 @@ def soft_assignments(s: torch.Tensor, eta_t: torch.Tensor, temperature: float):
     torch.nn.functional.threshold_(z, math.exp(floor), 0.0)
     total = z.sum(dim=1, keepdim=True)
     z.div_(total)
-    return z, (top + total.log()).squeeze(1)
+    f64 = torch.float64
+    lse = top_s.to(f64).div_(temperature).add_((top + total.log()).to(f64)).squeeze(1)
+    return z, lse
 
 
 FULL_NEWTON_MAX_K = 256
@@ -102,20 +117,33 @@ def assignment_stats(
     full = K <= FULL_NEWTON_MAX_K if full is None else full
     device = rows.device
     dtype = torch.float64 if precise else rows.dtype
-    masses = torch.zeros(K, dtype=torch.float64, device=device)
-    squares = torch.zeros((K, K) if full else K, dtype=torch.float64, device=device)
-    lse_sum = torch.zeros((), dtype=torch.float64, device=device)
     eta_t = torch.as_tensor(eta, device=device, dtype=dtype)
     weights = rows.weight if precise else rows.weight_c
-    for s, a in zip(scores, weights, strict=True):
+    f64 = torch.float64
+
+    def chunk_stats(s, j: int):
+        a = weights[j]
         q, lse = soft_assignments(s.to(dtype), eta_t, temperature)
-        masses += (a @ q).to(torch.float64)
-        lse_sum += (a @ lse).to(torch.float64)
+        masses, lse_sum = (a @ q).to(f64), rows.weight[j] @ lse
         if full:  # the Hessian only steers Newton steps: the compute dtype is precise enough
             qc = q.to(rows.dtype)
-            squares += (qc * a.to(rows.dtype)[:, None]).T.matmul(qc).to(torch.float64)
-        else:
-            squares += (a @ (q * q)).to(torch.float64)
+            return masses, lse_sum, (qc * a.to(rows.dtype)[:, None]).T.matmul(qc).to(f64)
+        return masses, lse_sum, (a @ (q * q)).to(f64)
+
+    if isinstance(scores, list | tuple):  # cached chunks: on the worker threads
+        with chunk_workers(device):
+            parts = map_chunks(lambda j: chunk_stats(scores[j], j), len(scores))
+    else:  # a generator that computes (and caches) the chunks: in order
+        parts = [chunk_stats(s, j) for j, s in enumerate(scores)]
+    if len(parts) != len(weights):
+        raise ValueError(f"got {len(parts)} score chunks for {len(weights)} row chunks")
+    masses = torch.zeros(K, dtype=f64, device=device)
+    squares = torch.zeros((K, K) if full else K, dtype=f64, device=device)
+    lse_sum = torch.zeros((), dtype=f64, device=device)
+    for m, lse, sq in parts:  # in chunk order
+        masses += m
+        lse_sum += lse
+        squares += sq
     A = rows.total_weight
     return QStats((masses / A).cpu().numpy(), (squares / A).cpu().numpy(), float(lse_sum) / A)
 

@@ -25,6 +25,7 @@ from gem_app.core.mm_run import MMRun
 from gem_app.core.row_checks import check_embeddings, check_sample_weight
 from gem_app.core.rows import chunk_rows, compute_dtype, prepare_rows, resolve_device
 from gem_app.core.sphere import SphereTransform
+from gem_app.core.threads import chunk_workers
 from gem_app.utils.validation import NumberInterval, check_int
 
 __all__ = ["GEM"]
@@ -201,25 +202,26 @@ class GEM(OneToOneFeatureMixin, TransformerMixin, ClusterMixin, BaseEstimator):
         log_prior = self._log_prior()
         device = resolve_device(self.device, X)
         dtype = compute_dtype(X)
-        transform = SphereTransform(center=self.center, whiten=self.whiten)
-        transform.fit(X, sample_weight=weight)
-        mean, whitening = transform.correction()
-        rows = prepare_rows(
-            X,
-            weight,
-            mean,
-            whitening,
-            device=device,
-            dtype=dtype,
-            chunk_size=chunk_rows(d, self.n_clusters, device),
-            eps=transform.eps,
-        )
-        rng = np.random.default_rng(self.random_state)
-        best = None
-        for _ in range(self.n_init):
-            result = MMRun(self, rows, weight, log_prior, device, dtype, rng).fit()
-            if best is None or result["objective"] > best["objective"]:
-                best = result
+        with chunk_workers(device):  # one pool of worker threads for the whole fit
+            transform = SphereTransform(center=self.center, whiten=self.whiten)
+            transform.fit(X, sample_weight=weight)
+            mean, whitening = transform.correction()
+            rows = prepare_rows(
+                X,
+                weight,
+                mean,
+                whitening,
+                device=device,
+                dtype=dtype,
+                chunk_size=chunk_rows(d, self.n_clusters, device),
+                eps=transform.eps,
+            )
+            rng = np.random.default_rng(self.random_state)
+            best = None
+            for _ in range(self.n_init):
+                result = MMRun(self, rows, weight, log_prior, device, dtype, rng).fit()
+                if best is None or result["objective"] > best["objective"]:
+                    best = result
         for key, value in best.items():
             setattr(self, f"{key}_", value)
         self.transform_ = transform

@@ -15,6 +15,7 @@ import torch
 
 from gem_app.core.dual import soft_assignments
 from gem_app.core.rows import Rows
+from gem_app.core.threads import chunk_workers, map_chunks
 from gem_app.core.vmf import log_normalizer, solve_kappa
 
 __all__ = [
@@ -99,52 +100,66 @@ def resultant_pass(
     hard: bool = False,
     labels: bool = False,
     second_moments: str | None = None,
+    resultants: bool = True,
 ) -> Resultants:
     """One pass computing q (soft, or one-hot argmax when ``hard``) and the resultants r_k.
 
-    ``score_chunk(j)`` returns the score chunk j (cached or freshly computed). The hard
-    labels argmax_k q_ik are formed only when ``labels`` (the last pass of a fit).
-    ``second_moments`` "full" or "diag" also accumulates E_a[q q^T] (or its diagonal),
-    for a Newton step on the dual.
+    ``score_chunk(j)`` returns the score chunk j (cached or freshly computed); it is
+    called once per chunk, from the worker threads of :mod:`gem_app.core.threads` on the
+    CPU. The hard labels argmax_k q_ik are formed only when ``labels`` (the last pass of a
+    fit). ``second_moments`` "full" or "diag" also accumulates E_a[q q^T] (or its
+    diagonal), for a Newton step on the dual. ``resultants=False`` skips the q^T x GEMM
+    (the final pass needs only the masses and the labels; ``resultants`` is then zeros).
     """
     device, dtype = rows.device, rows.dtype
-    first = score_chunk(0)
-    K = first.shape[1]
-    eta_t = torch.as_tensor(np.zeros(K) if eta is None else eta, device=device, dtype=dtype)
-    resultants = torch.zeros((K, rows.n_features), dtype=torch.float64, device=device)
-    counts = torch.zeros(K, dtype=torch.float64, device=device)
-    moments = None
-    if second_moments is not None:
-        shape = (K, K) if second_moments == "full" else (K,)
-        moments = torch.zeros(shape, dtype=torch.float64, device=device)
-    hard_labels, row_lse = [], []
-    for j in range(len(rows)):
-        s = first if j == 0 else score_chunk(j)
+    eta_t = None if eta is None else torch.as_tensor(eta, device=device, dtype=dtype)
+
+    def chunk_stats(j: int):
+        s = score_chunk(j)
+        K = s.shape[1]
+        lab = None
         if hard:
             lab = torch.argmax(s, dim=1)
             q = torch.nn.functional.one_hot(lab, K).to(dtype)
             lse = s.amax(dim=1)
         else:
-            q, lse = soft_assignments(s, eta_t, temperature)
+            shift = s.new_zeros(K) if eta_t is None else eta_t
+            q, lse = soft_assignments(s, shift, temperature)
             lab = torch.argmax(q, dim=1) if labels else None
         a = rows.weight_c[j]
-        counts += (a @ q).to(torch.float64)
+        counts = a @ q
+        moments = None
         if second_moments == "full":
             aq = q * a[:, None]
-            moments += aq.T.matmul(q).to(torch.float64)
+            moments = aq.T.matmul(q)
         else:
             if second_moments == "diag":
-                moments += (a @ (q * q)).to(torch.float64)
+                moments = a @ (q * q)
             aq = q.mul_(a[:, None])
-        resultants += aq.T.matmul(rows.points(j)).to(torch.float64)
-        if lab is not None:
-            hard_labels.append(lab)
-        row_lse.append(lse)
-    lse_all = torch.cat(row_lse).to(torch.float64).cpu().numpy()
+        r = aq.T.matmul(rows.points(j)) if resultants else None
+        return counts, moments, r, lab, lse
+
+    with chunk_workers(device):
+        parts = map_chunks(chunk_stats, len(rows))
+    K = parts[0][0].shape[0]
+    f64 = torch.float64
+    counts = torch.zeros(K, dtype=f64, device=device)
+    total_r = torch.zeros((K, rows.n_features), dtype=f64, device=device)
+    moments = None
+    if second_moments is not None:
+        moments = torch.zeros((K, K) if second_moments == "full" else K, dtype=f64, device=device)
+    for c, m, r, _, _ in parts:  # in chunk order: the sums do not depend on the schedule
+        counts += c.to(f64)
+        if moments is not None:
+            moments += m.to(f64)
+        if r is not None:
+            total_r += r.to(f64)
+    hard_labels = [p[3] for p in parts if p[3] is not None]
+    lse_all = torch.cat([p[4] for p in parts]).to(f64).cpu().numpy()
     weights = torch.cat(rows.weight).cpu().numpy()
     return Resultants(
         counts=counts.cpu().numpy(),
-        resultants=resultants.cpu().numpy(),
+        resultants=total_r.cpu().numpy(),
         labels=torch.cat(hard_labels).cpu().numpy().astype(np.int64) if hard_labels else None,
         row_lse=lse_all,
         mean_lse=float(weights @ lse_all) / rows.total_weight,

@@ -13,9 +13,10 @@ from gem_app.core import dual, mm
 from gem_app.core.seeding import spherical_kmeans_plus_plus
 from gem_app.utils.information import entropy
 
-__all__ = ["FAST_NEWTON_MAX_K", "MMRun"]
+__all__ = ["FAST_NEWTON_MAX_K", "POLISH_NEWTON_PASSES", "MMRun"]
 
 FAST_NEWTON_MAX_K = 64  # the per-iteration Newton step uses the full Hessian up to this K
+POLISH_NEWTON_PASSES = 4  # Newton passes of the final q-step before the float64 solver
 
 
 class MMRun:
@@ -45,28 +46,23 @@ class MMRun:
         self.tied = est.concentration == "tied"
         self.A = rows.total_weight
         self.K = est.n_clusters
+        self.max_iter, self.tol = est.max_iter, est.tol
         self._scores = None
+        self._scores_of = None  # the parameters whose scores the cache holds
 
     def score_map(self, params):
         return mm.ScoreMap(params, device=self.device, dtype=self.dtype)
 
     def fit(self) -> dict:
         """Run to convergence (or max_iter) and polish; the fitted attributes, without ``_``."""
-        est, rows, K = self.est, self.rows, self.K
-        centres = self._initial_directions()
-        # Initial (mu, kappa)-step from the hard nearest-centre assignment.
-        unit = mm.Params(centres, np.ones(K), np.zeros(K))
-        sm = self.score_map(unit)
-        stats = mm.resultant_pass(lambda j: sm(rows, j), rows, None, 1.0, hard=True)
-        start = mm.Params(centres, np.ones(K), self.log_prior)
-        params, reseeded = self._m_step(stats, start, 0)
-        history = [mm.linear_term(params, stats, self.A) + self.lam * entropy(stats.masses)]
-        eta = np.zeros(K)
+        est = self.est
+        params, reseeded, history = self._seeded_start()
+        eta = np.zeros(self.K)
         previous = None
         converged = False
         n_iter = 0
         while True:
-            polish = converged or n_iter >= est.max_iter
+            polish = converged or n_iter >= self.max_iter
             used, stats, objective, eta = self._q_step(params, eta, history[-1], final=polish)
             history.append(float(objective))
             if polish:
@@ -75,7 +71,7 @@ class MMRun:
             if est.callback is not None:
                 est.callback(n_iter, objective)
             if previous is not None:
-                scale = est.tol * max(1.0, abs(objective))
+                scale = self.tol * max(1.0, abs(objective))
                 gap = dual.duality_gap(stats.masses, used, self.lam)
                 converged = abs(objective - previous) <= scale and gap <= scale
             previous = objective
@@ -103,6 +99,24 @@ class MMRun:
             "reseeded": reseeded,
         }
 
+    def _seeded_start(self):
+        """Initial directions, one hard nearest-centre pass and the first (mu, kappa)-step.
+
+        Returns (params, re-seeding events, [J of the hard assignment at params]).
+        """
+        K, rows = self.K, self.rows
+        centres = self._initial_directions()
+        unit = mm.Params(centres, np.ones(K), np.zeros(K))
+        sm = self.score_map(unit)
+        stats = mm.resultant_pass(lambda j: sm(rows, j), rows, None, 1.0, hard=True)
+        start = mm.Params(centres, np.ones(K), self.log_prior)
+        params, reseeded = self._m_step(stats, start, 0)
+        return (
+            params,
+            reseeded,
+            [mm.linear_term(params, stats, self.A) + self.lam * entropy(stats.masses)],
+        )
+
     def _mean_entropy(self, params, stats, eta) -> float:
         """(1/A) sum_i a_i H(q_i) = mean_lse - (lin + rho . eta) / T  (docs/method.md)."""
         lin = mm.linear_term(params, stats, self.A)
@@ -114,8 +128,9 @@ class MMRun:
         With lambda = 0 it is one fused pass (eta = 0 is exact). Otherwise one pass fills
         the score cache and forms q(eta), its resultants, J(q(eta)) and the dual's gradient
         and Hessian at eta. If J did not decrease, q(eta) is kept (monotone ascent needs no
-        more) and one Newton step gives the warm eta of the next iteration. Otherwise, and
-        for the final polish, the dual is solved to tolerance on the cached scores.
+        more) and one Newton step gives the warm eta of the next iteration. Otherwise the
+        dual is solved to tolerance on the cached scores. The final q-step is
+        :meth:`_polish`.
 
         Returns
         -------
@@ -124,29 +139,88 @@ class MMRun:
         rows = self.rows
         sm = self.score_map(params)
         if self.lam == 0.0:
-            stats = mm.resultant_pass(lambda j: sm(rows, j), rows, None, self.T, labels=final)
+            stats = mm.resultant_pass(
+                lambda j: sm(rows, j), rows, None, self.T, labels=final, resultants=not final
+            )
             zero = np.zeros(self.K)
             return zero, stats, self._objective(stats, zero), zero
         scores = self._score_views()
+        fresh = self._scores_of is params  # the cache holds these parameters' scores
+        self._scores_of = params
+        fill = (lambda j: scores[j]) if fresh else (lambda j: sm(rows, j, out=scores[j]))
         slack = 1e-12 * abs(floor)
         if final:
-            for j, view in enumerate(scores):
-                sm(rows, j, out=view)
-        else:
-            moments = "full" if self.K <= FAST_NEWTON_MAX_K else "diag"
-            stats = mm.resultant_pass(
-                lambda j: sm(rows, j, out=scores[j]), rows, eta, self.T, second_moments=moments
+            eta, stats, objective = self._polish(fill, scores, eta, floor - slack)
+            return eta, stats, objective, eta
+        stats = mm.resultant_pass(fill, rows, eta, self.T, second_moments=self._moments)
+        objective = self._objective(stats, eta)
+        if objective >= floor - slack:
+            return (
+                eta,
+                stats,
+                objective,
+                dual.newton_step(eta, self._qstats(stats), self.T, self.lam),
             )
-            objective = self._objective(stats, eta)
-            if objective >= floor - slack:
-                at_eta = dual.QStats(stats.masses, stats.second_moments, stats.mean_lse)
-                return eta, stats, objective, dual.newton_step(eta, at_eta, self.T, self.lam)
-        gap_tol = (1e-12 if final else 1e-8) * max(1.0, abs(floor))
         eta, _, _ = dual.solve_dual(
-            scores, rows, eta, self.T, self.lam, floor=floor - slack, gap_tol=gap_tol
+            scores,
+            rows,
+            eta,
+            self.T,
+            self.lam,
+            floor=floor - slack,
+            gap_tol=self._gap_tol(floor, 1e-8),
         )
-        stats = mm.resultant_pass(lambda j: scores[j], rows, eta, self.T, labels=final)
+        stats = mm.resultant_pass(lambda j: scores[j], rows, eta, self.T)
         return eta, stats, self._objective(stats, eta), eta
+
+    def _polish(self, fill, scores, eta, floor):
+        """The final q-step: the dual to a gap of 1e-12 max(1, |J|), with the hard labels.
+
+        Newton steps from the warm eta, one pass over the scores each (the first one also
+        computes them when the parameters changed since the last pass), in the compute
+        dtype with float64 sums, and no resultant GEMM (the final q needs only masses,
+        J and labels). A point is accepted when its gap is below tolerance and J did not
+        decrease; if POLISH_NEWTON_PASSES passes do not get there, the float64
+        trust-region solver finishes (:func:`gem_app.core.dual.solve_dual`).
+        """
+        rows, gap_tol = self.rows, self._gap_tol(floor, 1e-12)
+        current, chunk = eta, fill
+        for _ in range(POLISH_NEWTON_PASSES):
+            stats = mm.resultant_pass(
+                chunk,
+                rows,
+                current,
+                self.T,
+                labels=True,
+                second_moments=self._moments,
+                resultants=False,
+            )
+            chunk = lambda j: scores[j]  # noqa: E731  (the cache is filled now)
+            objective = self._objective(stats, current)
+            gap = dual.duality_gap(stats.masses, current, self.lam)
+            if gap <= gap_tol and objective >= floor:
+                return current, stats, objective
+            current = dual.newton_step(current, self._qstats(stats), self.T, self.lam)
+        eta, _, _ = dual.solve_dual(
+            scores, rows, eta, self.T, self.lam, floor=floor, gap_tol=gap_tol
+        )
+        stats = mm.resultant_pass(
+            lambda j: scores[j], rows, eta, self.T, labels=True, resultants=False
+        )
+        return eta, stats, self._objective(stats, eta)
+
+    @property
+    def _moments(self) -> str:
+        """The second moments a pass forms for the Newton step: full up to FAST_NEWTON_MAX_K."""
+        return "full" if self.K <= FAST_NEWTON_MAX_K else "diag"
+
+    @staticmethod
+    def _qstats(stats) -> dual.QStats:
+        return dual.QStats(stats.masses, stats.second_moments, stats.mean_lse)
+
+    @staticmethod
+    def _gap_tol(floor: float, relative: float) -> float:
+        return relative * max(1.0, abs(floor))
 
     def _objective(self, stats, eta) -> float:
         return dual.objective(stats.masses, stats.mean_lse, eta, self.T, self.lam)

@@ -28,6 +28,7 @@ from gem_app.core.row_checks import (
     invalid_in_chunk,
     row_chunks,
 )
+from gem_app.core.threads import chunk_workers, map_chunks
 from gem_app.utils.validation import NumberInterval
 
 __all__ = ["SphereTransform"]
@@ -66,15 +67,18 @@ def _compute_device(arr) -> torch.device:
     return torch.device("cpu")
 
 
+def _as_float64(chunk, device: torch.device) -> torch.Tensor:
+    """A float64 torch copy of a numpy or torch row chunk, on ``device``."""
+    if torch.is_tensor(chunk):
+        return chunk.to(device=device, dtype=torch.float64, copy=True)
+    return torch.from_numpy(np.array(chunk, dtype=np.float64))
+
+
 def _float64_chunks(arr, device: torch.device):
     """Yield ``(start, stop, original_chunk, float64 torch chunk on device)`` over row chunks."""
     for start, stop in row_chunks(arr.shape[0], arr.shape[1]):
         chunk = arr[start:stop]
-        if torch.is_tensor(chunk):
-            as64 = chunk.to(device=device, dtype=torch.float64, copy=True)
-        else:
-            as64 = torch.from_numpy(np.array(chunk, dtype=np.float64))
-        yield start, stop, chunk, as64
+        yield start, stop, chunk, _as_float64(chunk, device)
 
 
 def _output_dtype(arr) -> torch.dtype:
@@ -168,16 +172,31 @@ class SphereTransform(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         n_rows, n_features = arr.shape
         weights = None if sample_weight is None else check_sample_weight(sample_weight, n_rows)
         device = _compute_device(arr)
-        total = torch.zeros(n_features, dtype=torch.float64, device=device)
-        invalid: dict[int, str] = {}
-        for start, stop, chunk, as64 in _float64_chunks(arr, device):
-            invalid.update(invalid_in_chunk(chunk, start))
-            if invalid:
-                continue
-            units = _unit_rows(as64)
+
+        def chunk_sum(bounds):
+            start, stop = bounds
+            chunk = arr[start:stop]
+            as64 = _as_float64(chunk, device)
+            norms = torch.linalg.vector_norm(as64, dim=1, keepdim=True)
+            if bool(torch.isfinite(norms).all()) and bool((norms > 0).all()):
+                units = as64.div_(norms)
+            else:  # the overflow-safe path: NaN exactly for the NaN, Inf and all-zero rows
+                units = _unit_rows(as64)
+                if not bool(torch.isfinite(units[:, 0]).all()):
+                    return invalid_in_chunk(chunk, start), None
             if weights is not None:
                 units = units * torch.from_numpy(weights[start:stop]).to(device)[:, None]
-            total += units.sum(dim=0)
+            return {}, units.sum(dim=0)
+
+        bounds = list(row_chunks(n_rows, n_features))
+        with chunk_workers(device):
+            parts = map_chunks(lambda j: chunk_sum(bounds[j]), len(bounds))
+        invalid: dict[int, str] = {}
+        total = torch.zeros(n_features, dtype=torch.float64, device=device)
+        for bad, part in parts:  # in chunk order
+            invalid.update(bad)
+            if part is not None:
+                total += part
         if invalid:
             raise ValueError(describe_invalid(invalid))
         total_weight = float(n_rows if weights is None else weights.sum())

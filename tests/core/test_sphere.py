@@ -125,13 +125,13 @@ def test_chunked_statistics_equal_single_chunk(monkeypatch):
     whole = SphereTransform(whiten=True).fit(X, sample_weight=weights)
     monkeypatch.setattr(row_checks, "_CHUNK_ELEMENTS", 50)  # 7 rows per chunk
     seen_rows = []
-    original_unit_rows = sphere._unit_rows
+    original_as_float64 = sphere._as_float64
 
-    def recording_unit_rows(chunk):
+    def recording_as_float64(chunk, device):
         seen_rows.append(chunk.shape[0])
-        return original_unit_rows(chunk)
+        return original_as_float64(chunk, device)
 
-    monkeypatch.setattr(sphere, "_unit_rows", recording_unit_rows)
+    monkeypatch.setattr(sphere, "_as_float64", recording_as_float64)
     chunked = SphereTransform(whiten=True).fit(X, sample_weight=weights)
     np.testing.assert_allclose(chunked.mean_, whole.mean_, rtol=1e-13)
     np.testing.assert_allclose(chunked.whitening_, whole.whitening_, rtol=1e-10)
