@@ -80,7 +80,9 @@ def main() -> None:
         colour = view.gis.document[rows].astype(float)
     else:
         chosen = st.session_state.get(keys.MIX_CHOSEN)
-        if chosen is not None and chosen.applies_to(view.name, view.version, view.n_clusters):
+        if chosen is not None and chosen.applies_to(
+            view.name, app_state.domains_key(shared.workspace(), view), view.n_clusters
+        ):
             weights = chosen.weights
             st.caption(
                 f"Colour: each cluster's share of the mixture chosen on Mix & Export ({chosen.summary})."

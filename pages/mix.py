@@ -10,11 +10,18 @@ import streamlit as st
 from gem_app.app import session_keys as keys
 from gem_app.app import state as app_state
 from gem_app.app.chosen import ChosenWeights, cluster_weights
+from gem_app.app.mixes import mix_from_base
 from gem_app.export.document import build_mixture_document
 from gem_app.export.domains import mix_domains
 from gem_app.export.formats import FORMATS, render_mixture
 from gem_app.export.saved import check_export_name, save_mixture
 from gem_app.viz import epochs_figure, masses_shift_figure, weights_figure
+
+TAU_SOURCE = "Entropy temperature τ"
+
+
+def _slug(text: str) -> str:
+    return "-".join("".join(c if c.isalnum() else " " for c in text.lower()).split())[:60]
 
 
 def main() -> None:
@@ -33,10 +40,7 @@ def main() -> None:
     st.title("Mix & Export")
 
     taxonomy = app_state.load_taxonomy(ws, view)
-    tax_key = ""
-    if taxonomy is not None:
-        info = ws.load("fits", view.name, verify=False)
-        tax_key = info.files["taxonomy.json"].sha256
+    tax_key = app_state.domains_key(ws, view)
     with st.spinner("Preparing the domains…"):
         domains = view.domains(taxonomy, tax_key)
     total_tokens = float(domains.tokens.sum())
@@ -44,6 +48,23 @@ def main() -> None:
         f"{len(domains)} domains ({'taxonomy leaves' if domains.source == 'taxonomy' else 'clusters'}), "
         f"{shared.fmt_tokens(total_tokens)} tokens."
     )
+
+    base = st.session_state.get(keys.MIX_BASE)
+    use_base = False
+    if base is not None:
+        problem = base.mismatch(view.name, domains)
+        if problem is None:
+            source = st.radio(
+                "Mixture",
+                [TAU_SOURCE, base.label],
+                horizontal=True,
+                key=keys.MIX_SOURCE,
+                help="Start from the entropy temperature, or from a mixture chosen elsewhere "
+                "(the multipliers, exclusions, epoch cap and budget below act on it)",
+            )
+            use_base = source == base.label
+        elif base.fit == view.name:
+            st.warning(f"The mixture **{base.label}** does not apply here: {problem}.")
 
     c1, c2, c3, c4 = st.columns(4)
     tau = c1.slider(
@@ -53,6 +74,7 @@ def main() -> None:
         1.0,
         0.05,
         key=keys.MIX_TAU,
+        disabled=use_base,
         help="1 = natural shares; larger = closer to uniform; smaller = concentrate on the best",
     )
     beta = c2.slider(
@@ -62,6 +84,7 @@ def main() -> None:
         0.0,
         0.1,
         key=keys.MIX_BETA,
+        disabled=use_base,
         help="Tilt towards clusters with high geometric influence",
     )
     max_epochs = c3.slider("Max epochs (0 = no cap)", 0.0, 20.0, 0.0, 0.5, key=keys.MIX_EPOCHS)
@@ -100,18 +123,30 @@ def main() -> None:
     }
     exclude = [row.domain for row in edited.itertuples() if row.exclude]
 
-    report = mix_domains(
-        domains,
-        temperature=tau,
-        gis_strength=beta,
-        max_epochs=max_epochs or None,
-        budget=budget,
-        exclude=exclude,
-        boost=boost,
-    )
-    st.session_state[keys.MIX_CHOSEN] = ChosenWeights(  # Map's "chosen weight" colouring
+    if use_base:
+        report = mix_from_base(
+            domains,
+            base.weights_for(domains),
+            boost=boost,
+            exclude=exclude,
+            max_epochs=max_epochs or None,
+            budget=budget,
+        )
+        summary = f"{base.label}"
+    else:
+        report = mix_domains(
+            domains,
+            temperature=tau,
+            gis_strength=beta,
+            max_epochs=max_epochs or None,
+            budget=budget,
+            exclude=exclude,
+            boost=boost,
+        )
+        summary = f"τ = {tau:g}, β = {beta:g}"
+    st.session_state[keys.MIX_CHOSEN] = ChosenWeights(  # Map's colouring, Evaluate's "current"
         fit=view.name,
-        version=view.version,
+        version=tax_key,
         weights=cluster_weights(
             domains.document_domain,
             report.weights,
@@ -119,8 +154,11 @@ def main() -> None:
             view.weights,
             view.n_clusters,
         ),
-        summary=f"τ = {tau:g}, β = {beta:g}" + (" and curator edits" if boost or exclude else ""),
+        summary=summary + (" and curator edits" if boost or exclude else ""),
+        report=report,
     )
+    if use_base:
+        st.info(f"Showing **{base.label}**.", icon=":material/science:")
 
     m = st.columns(4)
     m[0].metric("Entropy H(w)", f"{report.entropy:.3f} nats")
@@ -188,7 +226,8 @@ def main() -> None:
             width="stretch",
         )
     s1, s2 = st.columns([3, 1])
-    name = s1.text_input("Mixture name", value=f"{view.name}-tau{tau:g}", key=keys.MIX_NAME)
+    default_name = f"{view.name}-" + (_slug(base.label) if use_base else f"tau{tau:g}")
+    name = s1.text_input("Mixture name", value=default_name, key=keys.MIX_NAME)
     if s2.button("Save to workspace", type="primary", key=keys.MIX_SAVE, width="stretch"):
         check_export_name(name)
         save_mixture(document(), name, ws)

@@ -26,6 +26,7 @@ PAGES = [
     st.Page("map.py", title="Map", icon=":material/public:", url_path="map", default=True),
     st.Page("taxonomy.py", title="Taxonomy", icon=":material/account_tree:", url_path="taxonomy"),
     st.Page("compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
+    st.Page("evaluate.py", title="Evaluate", icon=":material/science:", url_path="evaluate"),
     st.Page("mix.py", title="Mix & Export", icon=":material/pie_chart:", url_path="mix"),
 ]
 

@@ -98,18 +98,22 @@ class ChosenWeights:
     fit : str
         Name of the fit.
     version : str
-        Version of the fit's workspace entry (a taxonomy edit makes a new version, after which
-        the domains, and so the weights, may differ).
+        The domains it was chosen over: the checksum of the fit's taxonomy file, ``""`` for the
+        clusters (:func:`gem_app.app.state.domains_key`). A taxonomy edit changes it, after
+        which the domains, and so the weights, may differ; a study committed to the fit does not.
     weights : ndarray of shape (n_clusters,)
         :func:`cluster_weights` of the mixture.
     summary : str
         How the mixture was chosen, for a caption (``"tau = 2"``).
+    report : gem_app.mixing.weights.MixingReport, optional
+        The mixture over its domains (Evaluate studies it as the curator's current mixture).
     """
 
     fit: str
     version: str
     weights: np.ndarray
     summary: str = ""
+    report: object = None
 
     def applies_to(self, fit: str, version: str, n_clusters: int) -> bool:
         """True when these weights were chosen for this version of this fit."""

@@ -13,6 +13,10 @@ Session state written by one page and read by others:
 - :data:`MIX_CHOSEN`: the chosen mixture of Mix & Export as per-cluster weights
   (:class:`gem_app.app.chosen.ChosenWeights`), read by Map's "chosen weight" colouring.
 - :data:`MAP_CLUSTER`: the cluster whose documents Map lists (also set by a map selection).
+- :data:`MIX_BASE`: a mixture to start Mix & Export from (:class:`gem_app.app.mixes.BaseMixture`),
+  set by Evaluate's "use this mixture" (and by loading a saved mixture); :data:`MIX_SOURCE` is
+  Mix & Export's choice between it and the entropy temperature.
+- :data:`EVAL_SEEN`: the study job whose end this session has already shown.
 """
 
 from __future__ import annotations
@@ -30,6 +34,21 @@ __all__ = [
     "DATA_UPLOAD",
     "DATA_UPLOAD_NPY",
     "DATA_USE",
+    "EVAL_CANCEL",
+    "EVAL_CANDIDATES",
+    "EVAL_CURRENT",
+    "EVAL_DOMAINS",
+    "EVAL_FORM",
+    "EVAL_METHOD",
+    "EVAL_NAME",
+    "EVAL_PRESET",
+    "EVAL_PROXIES",
+    "EVAL_SEED",
+    "EVAL_SEEN",
+    "EVAL_STEPS",
+    "EVAL_STUDY",
+    "EVAL_TARGET",
+    "EVAL_USE",
     "FIT_AUTO",
     "FIT_BALANCE",
     "FIT_CONCENTRATION",
@@ -51,6 +70,7 @@ __all__ = [
     "MAP_SEARCH",
     "MAP_SHAPE",
     "MAP_UMAP",
+    "MIX_BASE",
     "MIX_BETA",
     "MIX_BUDGET",
     "MIX_CHOSEN",
@@ -58,6 +78,7 @@ __all__ = [
     "MIX_LAMBDA",
     "MIX_NAME",
     "MIX_SAVE",
+    "MIX_SOURCE",
     "MIX_T",
     "MIX_TABLE",
     "MIX_TAU",
@@ -157,6 +178,23 @@ CMP_MIN_SHARE = "cmp_min_share"
 CMP_BASELINES = "cmp_baselines"
 CMP_METRICS = "cmp_metrics"
 
+# ---------------------------------------------------------------- Evaluate
+EVAL_FORM = "eval_form"
+EVAL_PRESET = "eval_preset"
+EVAL_CANDIDATES = "eval_candidates"
+EVAL_STEPS = "eval_steps"
+EVAL_SEED = "eval_seed"
+EVAL_METHOD = "eval_method"
+EVAL_TARGET = "eval_target"
+EVAL_DOMAINS = "eval_domains"
+EVAL_CURRENT = "eval_current"
+EVAL_NAME = "eval_name"
+EVAL_CANCEL = "eval_cancel"
+EVAL_SEEN = "eval_seen_job"
+EVAL_STUDY = "eval_study"
+EVAL_USE = "eval_use"
+EVAL_PROXIES = "eval_proxies"
+
 # ---------------------------------------------------------------- Mix & Export
 MIX_TAU = "mix_tau"
 MIX_BETA = "mix_beta"
@@ -169,6 +207,8 @@ MIX_LAMBDA = "mix_lambda"
 MIX_NAME = "mix_name"
 MIX_SAVE = "mix_save"
 MIX_CHOSEN = "mix_chosen_weights"
+MIX_BASE = "mix_base_mixture"
+MIX_SOURCE = "mix_source"
 
 
 def mix_editor(fit: str, taxonomy_key: str) -> str:

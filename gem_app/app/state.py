@@ -38,6 +38,7 @@ from gem_app.utils.files import atomic_path
 __all__ = [
     "SAMPLE_FIT",
     "cache_dir",
+    "domains_key",
     "ensure_sample_fit",
     "fit_into_workspace",
     "fit_view",
@@ -217,6 +218,12 @@ def env_flag(name: str, default: bool = True) -> bool:
     if value is None:
         return default
     return value.strip().lower() not in ("0", "false", "off", "no", "")
+
+
+def domains_key(ws: Workspace, view) -> str:
+    """What the fit's mixing domains are: its taxonomy file's checksum, ``""`` without one."""
+    record = ws.load("fits", view.name, verify=False).files.get(TAXONOMY_FILE)
+    return "" if record is None else record.sha256
 
 
 def load_taxonomy(ws: Workspace, view):

@@ -78,17 +78,35 @@ def anchor_mixtures(
 
 
 def candidate_mixtures(data: StudyData, n: int, *, max_epochs: float, seed: int) -> np.ndarray:
-    """``n`` RegMix candidates around the natural shares within the caps, shape (n, K)."""
+    """``n`` RegMix candidates around the natural shares within the caps, shape (n, K).
+
+    Raises
+    ------
+    ValueError
+        The proxies read the training text so often that no candidate fits under the
+        epoch cap; the message says how many steps leave room.
+    """
     proxy = data.proxy
-    return regmix_candidates(
-        data.natural,
-        n,
-        temperature=2.0,
-        max_usage=max_epochs,
-        tokens=window_counts(data.streams.lengths, proxy.context),
-        budget=float(proxy.steps * proxy.batch_size),
-        random_state=seed,
-    )
+    windows = window_counts(data.streams.lengths, proxy.context)
+    rows = proxy.steps * proxy.batch_size
+    try:
+        return regmix_candidates(
+            data.natural,
+            n,
+            temperature=2.0,
+            max_usage=max_epochs,
+            tokens=windows,
+            budget=float(rows),
+            random_state=seed,
+        )
+    except ValueError as exc:
+        reads = rows / max(int(windows.sum()), 1)
+        roomy = max(1, int(max_epochs * windows.sum() / (4 * proxy.batch_size)))
+        raise ValueError(
+            f"{proxy.steps} steps read the training text {reads:.3g} times, too close to the "
+            f"epoch cap of {max_epochs:g} for RegMix candidates to vary the mixture ({exc}); "
+            f"use at most about {roomy} steps, more text, or a higher epoch cap"
+        ) from exc
 
 
 def current_weights(doc: Mapping, data: StudyData, assignments_sha256: str | None) -> np.ndarray:

@@ -31,6 +31,9 @@ class StudyJob:
         The curator's mixture document.
     on_progress : callable(StudyProgress), optional
         Also called with every progress event (in the job's thread).
+    on_done : callable(StudyResult), optional
+        Called in the job's thread when the study has finished, before the state becomes
+        ``"done"`` (e.g. to commit the study folder somewhere); an exception fails the job.
 
     Attributes
     ----------
@@ -43,13 +46,21 @@ class StudyJob:
     """
 
     def __init__(
-        self, run, out, config: StudyConfig | None = None, *, current=None, on_progress=None
+        self,
+        run,
+        out,
+        config: StudyConfig | None = None,
+        *,
+        current=None,
+        on_progress=None,
+        on_done=None,
     ):
         self.run = run
         self.out = Path(out)
         self.config = config or StudyConfig()
         self.current = current
         self.on_progress = on_progress
+        self.on_done = on_done
         self.state = "pending"
         self.progress: StudyProgress | None = None
         self.result: StudyResult | None = None
@@ -86,6 +97,8 @@ class StudyJob:
                 progress=self._record,
                 should_stop=self._cancel.is_set,
             )
+            if self.on_done is not None:
+                self.on_done(self.result)
             self.state = "done"
         except ProxyCancelled:
             self.state = "cancelled"

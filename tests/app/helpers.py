@@ -14,6 +14,7 @@ PAGE_FILES = {
     "map": "map.py",
     "taxonomy": "taxonomy.py",
     "compare": "compare.py",
+    "evaluate": "evaluate.py",
     "mix": "mix.py",
 }
 

@@ -13,6 +13,7 @@ TITLES = {
     "map": "Map of the hypersphere",
     "taxonomy": "Taxonomy",
     "compare": "Compare with the human taxonomy",
+    "evaluate": "Evaluate mixtures",
     "mix": "Mix & Export",
 }
 

@@ -19,6 +19,7 @@ def test_keys_are_unique_and_prefixed_by_their_page():
         "MAP": "map_",
         "TAX": "tax_",
         "CMP": "cmp_",
+        "EVAL": "eval_",
         "MIX": "mix_",
     }
     for name, value in zip(names, values, strict=True):
@@ -46,4 +47,4 @@ def test_pages_use_no_literal_session_keys():
                 if node.args and isinstance(node.args[0], (ast.Constant, ast.JoinedStr)):
                     literal.append(f"{path.name}:{node.lineno} {ast.unparse(node)}")
     assert literal == [], "use gem_app.app.session_keys: " + "; ".join(literal)
-    assert len(list(PAGES_DIR.glob("*.py"))) == 8  # the entry, shared.py and six pages
+    assert len(list(PAGES_DIR.glob("*.py"))) == 9  # the entry, shared.py and seven pages

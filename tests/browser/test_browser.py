@@ -28,9 +28,10 @@ PAGES = [
     ("map", "Map of the hypersphere"),
     ("taxonomy", "Taxonomy"),
     ("compare", "Compare with the human taxonomy"),
+    ("evaluate", "Evaluate mixtures"),
     ("mix", "Mix & Export"),
 ]
-NAV = ["Data", "Fit", "Map", "Taxonomy", "Compare", "Mix & Export"]
+NAV = ["Data", "Fit", "Map", "Taxonomy", "Compare", "Evaluate", "Mix & Export"]
 
 
 def test_walk_every_page_move_tau_and_download(app_server, browser, out_dir, tmp_path):

@@ -31,7 +31,15 @@ def test_first_visit_to_mix_shows_the_navigation_and_the_page(app_server, browse
     page.screenshot(path=str(out_dir / "deep_link_mix.png"), full_page=True)
     assert page.url == f"{app_server}/mix"
     # the entry script ran: its navigation (titles, not file names) and its sidebar
-    assert nav_links(page) == ["Data", "Fit", "Map", "Taxonomy", "Compare", "Mix & Export"]
+    assert nav_links(page) == [
+        "Data",
+        "Fit",
+        "Map",
+        "Taxonomy",
+        "Compare",
+        "Evaluate",
+        "Mix & Export",
+    ]
     sidebar = page.get_by_test_id("stSidebar")
     fit = sidebar.locator("[data-testid='stSelectbox']", has_text="Fit")
     assert fit.locator("input").input_value() == app_state.SAMPLE_FIT

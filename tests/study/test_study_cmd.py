@@ -55,6 +55,7 @@ def _one_line_error(capsys) -> str:
         (["--proxies", "0"], "--proxies must be at least 1"),
         (["--preset", "huge"], "unknown preset 'huge'"),
         (["--method", "magic"], "unknown method 'magic'"),
+        (["--steps", "180"], "too close to the epoch cap of 4 for RegMix candidates"),
     ],
 )
 def test_bad_options_exit_2_with_one_line(planted_run, tmp_path, capsys, extra, expected):
