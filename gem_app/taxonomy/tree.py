@@ -1,9 +1,8 @@
 """A hierarchical taxonomy: GEM at level 1, GEM inside every level-1 cluster, curator edits.
 
-A :class:`Taxonomy` is a tree of :class:`~gem_app.taxonomy.node.Node` s over the documents of a fit run
-(:mod:`gem_app.storage.runs`) plus an ordered, JSON-able edit log. It is always
-*base tree* (from :func:`gem_app.taxonomy.build.build_taxonomy`) + *edits*: replaying the log on the base
-gives the current tree (:meth:`Taxonomy.replay`).
+A :class:`Taxonomy` is a tree of :class:`~gem_app.taxonomy.node.Node` s over the documents of a
+fit run (:mod:`gem_app.storage.runs`) plus an ordered, JSON-able edit log: *base tree* (from
+:func:`gem_app.taxonomy.build.build_taxonomy`) + *edits* (:meth:`Taxonomy.replay`).
 
 Edits (dicts, applied in order by :meth:`Taxonomy.apply`)::
 
