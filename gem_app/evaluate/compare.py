@@ -271,44 +271,40 @@ def _spread(shares: pd.Series, min_share: float) -> list[dict[str, Any]]:
     return [(_plain(key), float(val)) for key, val in shares.items()]
 
 
-def _misalignments(
-    table: pd.DataFrame, threshold: float, min_share: float
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Categories spread over clusters, and clusters mixing categories (with shares)."""
-    split, mixed = [], []
-    for category, row in table.iterrows():
+def _diffuse(groups, threshold: float, min_share: float, name: str, spread: str, key) -> list:
+    """The groups (label, mass row) whose largest share is below ``threshold``, most diffuse first.
+
+    Each becomes ``{name: key(label), "mass", "top_share", spread: [{other, "share"}]}``, where
+    the spread lists the shares of at least ``min_share``.
+    """
+    other = "cluster" if spread == "clusters" else "category"
+    found = []
+    for label, row in groups:
         size = float(row.sum())
         if size <= 0:
             continue
         shares = row / size
         if shares.max() < threshold:
-            split.append(
+            found.append(
                 {
-                    "category": str(category),
+                    name: key(label),
                     "mass": size,
                     "top_share": float(shares.max()),
-                    "clusters": [{"cluster": c, "share": s} for c, s in _spread(shares, min_share)],
-                }
-            )
-    for cluster in table.columns:
-        col = table[cluster]
-        size = float(col.sum())
-        if size <= 0:
-            continue
-        shares = col / size
-        if shares.max() < threshold:
-            mixed.append(
-                {
-                    "cluster": _plain(cluster),
-                    "mass": size,
-                    "top_share": float(shares.max()),
-                    "categories": [
-                        {"category": str(c), "share": s} for c, s in _spread(shares, min_share)
+                    spread: [
+                        {other: o if other == "cluster" else str(o), "share": s}
+                        for o, s in _spread(shares, min_share)
                     ],
                 }
             )
-    split.sort(key=lambda d: d["top_share"])
-    mixed.sort(key=lambda d: d["top_share"])
+    return sorted(found, key=lambda d: d["top_share"])
+
+
+def _misalignments(
+    table: pd.DataFrame, threshold: float, min_share: float
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Categories spread over clusters, and clusters mixing categories (with shares)."""
+    split = _diffuse(table.iterrows(), threshold, min_share, "category", "clusters", str)
+    mixed = _diffuse(table.items(), threshold, min_share, "cluster", "categories", _plain)
     return split, mixed
 
 
