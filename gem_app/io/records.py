@@ -18,6 +18,7 @@ __all__ = [
     "INT64_MAX",
     "INT_TEXT",
     "MISSING",
+    "check_texts",
     "estimate_tokens",
     "id_problem",
     "json_error",
@@ -116,3 +117,23 @@ def json_error(exc: json.JSONDecodeError, text: str) -> str:
     if char == "\x00" and "U+0000" not in what:
         what += " (a NUL byte: binary data or a corrupted file?)"
     return f"invalid JSON at column {exc.colno}: {what}"
+
+
+def check_texts(texts) -> list[str]:
+    """Texts as a list of str; ValueError naming the first row that is not one.
+
+    Parameters
+    ----------
+    texts : iterable of str (a single str is refused: it would be read as characters)
+
+    Returns
+    -------
+    list of str
+    """
+    if isinstance(texts, str):
+        raise ValueError("texts must be a sequence of str, got a single str")
+    texts = list(texts)
+    for row, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise ValueError(f"text at row {row} is {type(text).__name__}, not str")
+    return texts

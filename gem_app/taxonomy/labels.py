@@ -25,7 +25,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from gem_app.core.gis import QInput, cluster_masses, compute_gis, iter_assignment_chunks
-from gem_app.taxonomy.vocabulary import build_vocabulary, check_texts
+from gem_app.io.records import check_texts
+from gem_app.taxonomy.vocabulary import build_vocabulary
 from gem_app.utils.validation import check_int, check_real
 
 __all__ = [

@@ -10,9 +10,10 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import CountVectorizer
 
+from gem_app.io.records import check_texts
 from gem_app.utils.validation import check_int
 
-__all__ = ["build_vocabulary", "check_texts"]
+__all__ = ["build_vocabulary"]
 
 
 def _check_df(name: str, value) -> None:
@@ -26,14 +27,6 @@ def _check_df(name: str, value) -> None:
             raise ValueError(f"{name} as a proportion must be in (0, 1], got {value}")
     else:
         raise ValueError(f"{name} must be an int >= 1 or a float in (0, 1], got {value!r}")
-
-
-def check_texts(texts) -> list[str]:
-    texts = list(texts)
-    for row, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise ValueError(f"text at row {row} is {type(text).__name__}, not str")
-    return texts
 
 
 def build_vocabulary(

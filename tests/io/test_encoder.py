@@ -144,7 +144,7 @@ def test_progress_called_after_every_batch(tmp_path):
 
 
 def test_bad_inputs_raise_clear_errors():
-    with pytest.raises(ValueError, match="text 1 is int"):
+    with pytest.raises(ValueError, match="text at row 1 is int"):
         embed_texts(["ok", 3], encoder=CountingEncoder())
     with pytest.raises(ValueError, match="batch_size"):
         embed_texts(["ok"], encoder=CountingEncoder(), batch_size=0)
