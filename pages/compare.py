@@ -9,6 +9,9 @@ import streamlit as st
 from gem_app.app import session_keys as keys
 from gem_app.viz import contingency_heatmap, sankey_figure
 
+# the baselines of gem_app.evaluate.baselines shown beside GEM, fitted one after the other
+BASELINES = {"kmeans": "k-means", "vmf-em": "vMF-EM (learned prior)"}
+
 
 def main() -> None:
     view = shared.current_view()
@@ -75,7 +78,19 @@ def main() -> None:
     run_baselines = st.toggle(
         "Include baselines (k-means, vMF-EM with a learned prior)", key=keys.CMP_BASELINES
     )
-    results = view.baseline_comparisons() if run_baselines else {"GEM": result}
+    results = {"GEM": result}
+    if run_baselines:
+        with st.status("Fitting the baselines…") as status:
+            bar = st.progress(0.0)
+            for i, (name, title) in enumerate(BASELINES.items()):
+                bar.progress(i / len(BASELINES), text=f"{title} ({i + 1} of {len(BASELINES)})")
+                results.update(view.baseline_comparisons((name,)))
+            bar.empty()
+            status.update(
+                label="Baselines: " + ", ".join(BASELINES.values()),
+                state="complete",
+                expanded=False,
+            )
     metrics = (
         pd.DataFrame({name: res.to_dict()["metrics"] for name, res in results.items()})
         .T.rename_axis("method")

@@ -20,10 +20,22 @@ from gem_app.storage.manifest import WorkspaceCorruption
 
 st.set_page_config(page_title="GEM Studio", page_icon=":material/public:", layout="wide")
 
+MAP = st.Page("map.py", title="Map", icon=":material/public:", url_path="map")
+
+
+def _home() -> None:
+    """The root URL ``/``: the Map page, at its own URL."""
+    st.switch_page(MAP)
+
+
+# Streamlit serves its default page at "/" only: a default Map would make /map (a shared link
+# to the map) a "Page not found". The default is a hidden page that switches to Map instead,
+# so "/" opens the map and every page, Map included, answers at its own url_path.
 PAGES = [
+    st.Page(_home, title="GEM Studio", url_path="home", default=True, visibility="hidden"),
     st.Page("data.py", title="Data", icon=":material/database:", url_path="data"),
     st.Page("fit.py", title="Fit", icon=":material/tune:", url_path="fit"),
-    st.Page("map.py", title="Map", icon=":material/public:", url_path="map", default=True),
+    MAP,
     st.Page("taxonomy.py", title="Taxonomy", icon=":material/account_tree:", url_path="taxonomy"),
     st.Page("compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
     st.Page("evaluate.py", title="Evaluate", icon=":material/science:", url_path="evaluate"),

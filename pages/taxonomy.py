@@ -32,9 +32,17 @@ def main() -> None:
                 if second == "none"
                 else (view.n_clusters, "auto" if second.startswith("auto") else int(second))
             )
-            with st.spinner("Building the taxonomy…"):
+            with st.status("Building the taxonomy…", expanded=True) as status:
+                st.write(
+                    f"Level 1: the fit's {view.n_clusters} clusters"
+                    + ("" if len(levels) == 1 else f"; level 2: GEM fitted inside each ({second})")
+                )
                 taxonomy = app_state.build_fit_taxonomy(ws, view, levels)
-            st.success("Taxonomy built and saved in the workspace.")
+                status.update(
+                    label="Taxonomy built and saved in the workspace.",
+                    state="complete",
+                    expanded=False,
+                )
 
     nodes = taxonomy_table(taxonomy) if taxonomy is not None else cluster_table(view)
     if taxonomy is None:
@@ -105,10 +113,11 @@ def main() -> None:
                 "Into how many", min_value=2, max_value=16, value=2, key=keys.TAX_SPLIT_N
             )
             if st.button("Split", key=keys.TAX_SPLIT):
-                with st.spinner("Fitting GEM inside the node…"):
+                with st.status(f"Fitting GEM inside node {node}…") as status:
                     app_state.edit_taxonomy(
                         ws, view, {"op": "split", "node": node, "n": int(parts), "seed": 0}
                     )
+                    status.update(label=f"Node {node} split", state="complete")
                 st.rerun()
         with tabs[3]:
             node = st.selectbox("Node", ids, format_func=names.get, key=keys.TAX_EXCLUDE_NODE)

@@ -12,6 +12,19 @@ from pathlib import Path
 
 from gem_app.app.bundle import APP_ENTRY
 
+# Flags, not a config file: they hold wherever the pages are installed (checkout or wheel) and
+# whatever the working folder holds. A curator's app, not a developer's: a viewer toolbar (no
+# "Deploy" button), and no watching of the source folder, where the default workspace lives
+# (its writes flooded the log with inotify overflows) and whose edits should not rerun the app.
+SERVER_OPTIONS = (
+    "--client.toolbarMode",
+    "viewer",
+    "--server.fileWatcherType",
+    "none",
+    "--server.runOnSave",
+    "false",
+)
+
 
 def register(sub) -> None:
     p = sub.add_parser("app", help="start the GEM Studio web app in the browser")
@@ -50,6 +63,7 @@ def command(args) -> list[str]:
         "false",
         "--server.maxUploadSize",
         "1024",
+        *SERVER_OPTIONS,
     ]
 
 

@@ -1,10 +1,14 @@
 """The Streamlit app under streamlit.testing.v1.AppTest, on the bundled sample (own workspace)."""
 
+import argparse
+
 import numpy as np
 import pandas as pd
+from streamlit import config as streamlit_config
 
 from gem_app.app import session_keys as keys
 from gem_app.app import state as app_state
+from gem_app.cli import app_cmd
 from tests.app.helpers import PAGE_FILES, frame_with, metric, new_session, open_page
 
 TITLES = {
@@ -18,9 +22,23 @@ TITLES = {
 }
 
 
+def test_gem_app_starts_a_viewer_that_watches_no_files():
+    args = argparse.Namespace(port=8501, address="localhost", open_browser=False, workspace=None)
+    cmd = app_cmd.command(args)
+    flags = dict(zip(cmd[5::2], cmd[6::2], strict=True))  # after: python -m streamlit run ENTRY
+    assert flags["--client.toolbarMode"] == "viewer"  # no "Deploy" button
+    assert flags["--server.fileWatcherType"] == "none"  # the workspace lives in the project
+    assert flags["--server.runOnSave"] == "false"
+    options = streamlit_config.get_config_options()
+    for flag in flags:  # every flag is an option of the installed Streamlit
+        assert flag[2:] in options, flag
+    assert "viewer" in options["client.toolbarMode"].description
+    assert "none" in options["server.fileWatcherType"].description
+
+
 def test_every_page_renders_on_the_sample(app_env):
     at = new_session()
-    assert at.title[0].value == TITLES["map"]  # the default page
+    assert at.title[0].value == TITLES["map"]  # "/" opens the Map
     for page in PAGE_FILES:
         open_page(at, page)
         assert not at.error, [e.value for e in at.error]

@@ -12,7 +12,7 @@ import math
 import pytest
 
 from gem_app.app import state as app_state
-from tests.browser.ui import CHROMIUM, metric_value, nav_links, settle, tau_value
+from tests.browser.ui import CHROMIUM, metric_value, nav_links, settle, tau_value, wait_until
 
 pytestmark = [
     pytest.mark.slow,
@@ -54,4 +54,47 @@ def test_first_visit_to_mix_shows_the_navigation_and_the_page(app_server, browse
     effective = float(metric_value(page, "Effective domains"))
     assert effective == pytest.approx(math.exp(entropy), abs=0.02)
     assert 1.0 < effective <= 16.0
+    page.close()
+
+
+@pytest.mark.parametrize(
+    ("slug", "title", "nav"),
+    [
+        ("map", "Map of the hypersphere", "Map"),
+        ("evaluate", "Evaluate mixtures", "Evaluate"),
+        ("mix", "Mix & Export", "Mix & Export"),
+    ],
+)
+def test_a_shared_link_opens_its_page(app_server, browser, out_dir, slug, title, nav):
+    # a new browser tab on the page's own URL (Map was the default page, served only at "/":
+    # /map opened a "Page not found" dialog)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{app_server}/{slug}")
+    settle(page, title)
+    page.screenshot(path=str(out_dir / f"deep_link_{slug}.png"), full_page=True)
+    assert page.url == f"{app_server}/{slug}"
+    assert page.get_by_text("Page not found").count() == 0
+    active = page.get_by_test_id("stSidebarNav").locator("a[aria-current='page']")
+    assert active.inner_text().strip().splitlines()[-1] == nav
+    # a curator's toolbar: no "Deploy" button (gem app starts Streamlit as a viewer)
+    assert page.get_by_test_id("stAppDeployButton").count() == 0
+    assert page.get_by_role("button", name="Deploy").count() == 0
+    page.close()
+
+
+def test_the_root_url_opens_the_map_at_its_own_url(app_server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_server)
+    settle(page, "Map of the hypersphere")
+    wait_until(lambda: page.url == f"{app_server}/map", what="the URL to become /map")
+    assert page.get_by_text("Page not found").count() == 0
+    assert nav_links(page) == [
+        "Data",
+        "Fit",
+        "Map",
+        "Taxonomy",
+        "Compare",
+        "Evaluate",
+        "Mix & Export",
+    ]
     page.close()
