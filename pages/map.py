@@ -1,4 +1,8 @@
-"""Map: the projected hypersphere (3D globe or 2D map), coloured by cluster, category, GIS or weight."""
+"""Map: every document of the fit on the projected hypersphere (globe or 2D map).
+
+A density layer of all documents under a stratified sample of interactive points; the UMAP
+layout replaces the instant one by itself when its background job ends (a polling fragment).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,83 @@ import streamlit as st
 from gem_app.app import session_keys as keys
 from gem_app.app import state as app_state
 from gem_app.app.chosen import natural_cluster_weights
-from gem_app.app.projection import DEFAULT_POINT_CAP, sphere_to_lonlat
-from gem_app.viz import flat_map_figure, globe_figure
+from gem_app.app.density import category_codes, density_raster
+from gem_app.app.layout import map_layout
+from gem_app.app.projection import DEFAULT_POINT_CAP, cluster_centres, sphere_to_lonlat
+from gem_app.viz import cluster_palette, flat_map_figure, globe_figure
+from gem_app.viz.density import png_data_uri, shade_categories, shade_counts, shade_values
+
+DENSITY_MODES = ["by colour", "by count", "off"]
+GLOBE_RASTER = (120, 60)
+
+
+@st.cache_data(max_entries=12, show_spinner="Binning every document…")
+def _density_png(key: tuple, _xyz, _codes, n_codes, _values, colours: tuple) -> str:
+    """The 2D density image of all documents (a PNG data URI); ``key`` names what is drawn."""
+    lon, lat = sphere_to_lonlat(_xyz)
+    if _codes is not None:
+        raster = density_raster(lon, lat, categories=_codes, n_categories=n_codes)
+        return png_data_uri(shade_categories(raster.by_category, list(colours)))
+    if _values is not None:
+        raster = density_raster(lon, lat, values=_values)
+        return png_data_uri(
+            shade_values(raster.value_mean, raster.counts, vmin=_values.min(), vmax=_values.max())
+        )
+    return png_data_uri(shade_counts(density_raster(lon, lat).counts))
+
+
+@st.cache_data(max_entries=6, show_spinner=False)
+def _globe_counts(key: tuple, _xyz) -> np.ndarray:
+    lon, lat = sphere_to_lonlat(_xyz)
+    width, height = GLOBE_RASTER
+    return density_raster(lon, lat, width=width, height=height).counts
+
+
+def _colour_values(view, colour_by: str, clusters_all):
+    """The colour of every document: (codes, categories) or values, and a key naming them."""
+    if colour_by == "cluster":
+        return clusters_all, [str(k) for k in range(view.n_clusters)], None, ()
+    if colour_by == "human category":
+        codes, categories = category_codes(view.human)
+        return codes, categories, None, ()
+    if colour_by == "document GIS":
+        return None, None, np.asarray(view.gis.document, dtype=float), ()
+    chosen = st.session_state.get(keys.MIX_CHOSEN)
+    if chosen is not None and chosen.applies_to(
+        view.name, app_state.domains_key(shared.workspace(), view), view.n_clusters
+    ):
+        weights = chosen.weights
+        st.caption(
+            f"Colour: each cluster's share of the mixture chosen on Mix & Export ({chosen.summary})."
+        )
+    else:
+        weights = natural_cluster_weights(view.cluster_tokens)
+        st.caption(
+            "Colour: each cluster's natural share of the tokens (the default mixture, τ = 1); "
+            "choose a mixture on Mix & Export to see its weights here."
+        )
+    weights = np.asarray(weights, dtype=float)
+    return None, None, weights[clusters_all], tuple(np.round(weights, 12).tolist())
+
+
+def _wait_for_layout(layout) -> None:
+    """A progress bar that polls the background layout and reruns the page when it ends."""
+
+    @st.fragment(run_every=1.0)
+    def poll():
+        if not layout.running():
+            st.rerun(scope="app")  # the layout is stored (or failed): redraw the whole page
+        fraction, text = layout.progress()
+        st.progress(
+            fraction, text=f"UMAP layout in the background: {text}. The map updates by itself."
+        )
+
+    poll()
 
 
 def main() -> None:
     view = shared.current_view()
+    layout = map_layout(view)
     st.title("Map of the hypersphere")
     st.caption(
         f"{view.n_documents:,} documents on S^{view.model.n_features_in_ - 1}, "
@@ -24,76 +99,70 @@ def main() -> None:
     colour_options = ["cluster", "document GIS", "chosen weight"]
     if view.human is not None:
         colour_options.insert(1, "human category")
-    c1, c2, c3, c4 = st.columns([1.2, 1.3, 1.2, 1.3])
+    c1, c2, c3, c4, c5 = st.columns([1.2, 1.3, 1.1, 1.1, 1.1])
     shape = c1.segmented_control(
         "View", ["Globe 3D", "Map 2D"], default="Globe 3D", key=keys.MAP_SHAPE
     )
     colour_by = c2.selectbox("Colour by", colour_options, key=keys.MAP_COLOUR)
+    density_mode = c3.selectbox(
+        "Density layer",
+        DENSITY_MODES,
+        key=keys.MAP_DENSITY,
+        help="Every document, binned on the server, under the points: coloured like the "
+        "points, by count only, or hidden",
+    )
     cap = int(
-        c3.number_input(
+        c4.number_input(
             "Point cap",
             min_value=500,
             max_value=200_000,
             value=DEFAULT_POINT_CAP,
             step=5_000,
             key=keys.MAP_CAP,
-            help="At most this many points go to the browser",
+            help="At most this many interactive points go to the browser",
         )
     )
-    want_umap = c4.toggle(
+    want_umap = c5.toggle(
         "UMAP layout",
         value=app_state.env_flag("GEM_APP_UMAP", True),
         key=keys.MAP_UMAP,
-        help="UMAP (haversine output) on the shown points; computed once per fit in the background",
+        help="UMAP (haversine output) of a sample, the other documents placed by their nearest "
+        "sample neighbours; computed once per fit in the background and stored in the workspace",
     )
 
-    rows = view.display_rows(cap)
-    layout_name = "spherical projection (top principal directions of the cluster means)"
-    umap = view.umap_layout(cap) if want_umap else None
+    umap = layout.umap() if want_umap else None
     if umap is not None:
-        rows, xyz, centres = umap
-        layout_name = "UMAP (haversine output metric)"
+        xyz_all = umap[1]
+        layout_name, layout_key = "UMAP (haversine output metric)", ("umap", str(layout.path))
     else:
-        xyz, centres = view.principal_layout(rows)
+        with st.spinner("Projecting every document…"):
+            xyz_all = layout.principal()
+        layout_name = "spherical projection (top principal directions of the cluster means)"
+        layout_key = ("principal",)
         if want_umap:
-            view.start_umap(cap)
-            if view.umap_error:
-                st.warning(f"UMAP failed ({view.umap_error}); showing the spherical projection.")
+            layout.start()
+            if layout.error:
+                st.warning(f"UMAP failed ({layout.error}); showing the spherical projection.")
             else:
-                st.info(
-                    "UMAP layout is being computed in the background; showing the instant "
-                    "spherical projection meanwhile. Press **Refresh** in a moment.",
-                    icon=":material/hourglass_top:",
-                )
-                st.button("Refresh", key=keys.MAP_REFRESH)
+                _wait_for_layout(layout)
+    rows = layout.point_rows(cap)
     st.caption(
-        f"Showing **{len(rows):,} of {view.n_documents:,}** documents "
-        f"(cap {cap:,}, stratified by cluster) · layout: {layout_name}"
+        f"Showing **{len(rows):,} of {view.n_documents:,}** documents as points (cap {cap:,}, "
+        f"stratified by cluster), **all {view.n_documents:,} in the density layer** · "
+        f"layout: {layout_name}"
     )
 
-    clusters = view.hard_labels[rows]
-    if colour_by == "cluster":
+    clusters_all = view.hard_labels
+    codes, categories, values, colour_key = _colour_values(view, colour_by, clusters_all)
+    clusters = clusters_all[rows]
+    if codes is None:
+        colour = values[rows]
+    elif colour_by == "cluster":
         colour = clusters
-    elif colour_by == "human category":
-        colour = view.human[rows]
-    elif colour_by == "document GIS":
-        colour = view.gis.document[rows].astype(float)
     else:
-        chosen = st.session_state.get(keys.MIX_CHOSEN)
-        if chosen is not None and chosen.applies_to(
-            view.name, app_state.domains_key(shared.workspace(), view), view.n_clusters
-        ):
-            weights = chosen.weights
-            st.caption(
-                f"Colour: each cluster's share of the mixture chosen on Mix & Export ({chosen.summary})."
-            )
-        else:
-            weights = natural_cluster_weights(view.cluster_tokens)
-            st.caption(
-                "Colour: each cluster's natural share of the tokens (the default mixture, τ = 1); "
-                "choose a mixture on Mix & Export to see its weights here."
-            )
-        colour = np.asarray(weights, dtype=float)[clusters]
+        colour = np.asarray(categories, dtype=object)[codes[rows]].astype(str)
+    xyz = np.asarray(xyz_all[rows], dtype=np.float64)
+    centres = cluster_centres(xyz_all, clusters_all, view.n_clusters)
     texts = view.run.frame["text"].to_numpy()[rows]
     names = shared.cluster_options(view)
     common = dict(
@@ -102,12 +171,30 @@ def main() -> None:
         clusters=clusters,
         centre_labels=names,
         colour_title=colour_by,
+        categories=categories,
     )
+    key = (view.name, view.version, *layout_key)
     if shape == "Map 2D":
+        density = None
+        if density_mode != "off":
+            by_colour = density_mode == "by colour"
+            density = _density_png(
+                (*key, density_mode, colour_by, colour_key),
+                xyz_all,
+                codes if by_colour else None,
+                len(categories) if by_colour and categories else 0,
+                values if by_colour else None,
+                tuple(cluster_palette(len(categories))) if by_colour and categories else (),
+            )
         lon, lat = sphere_to_lonlat(xyz)
         clon, clat = sphere_to_lonlat(np.nan_to_num(centres))
         fig = flat_map_figure(
-            lon, lat, colour, centres_lonlat=np.column_stack([clon, clat]), **common
+            lon,
+            lat,
+            colour,
+            centres_lonlat=np.column_stack([clon, clat]),
+            density_image=density,
+            **common,
         )
         event = st.plotly_chart(
             fig,
@@ -121,11 +208,14 @@ def main() -> None:
         if picked:
             st.session_state[keys.MAP_CLUSTER] = names[int(np.bincount(picked).argmax())]
     else:
+        counts = _globe_counts(key, xyz_all) if density_mode != "off" else None
         st.plotly_chart(
-            globe_figure(xyz, colour, centres=centres, **common),
+            globe_figure(xyz, colour, centres=centres, density_counts=counts, **common),
             width="stretch",
             key=keys.MAP_GLOBE,
         )
+        if counts is not None:
+            st.caption("The globe's surface is shaded by the number of documents (all of them).")
 
     st.subheader("Documents of a cluster")
     left, right = st.columns([1, 2])

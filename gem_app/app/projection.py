@@ -127,9 +127,10 @@ def umap_sphere(points, *, n_neighbors: int = 15, random_state=0, n_epochs=None)
 def cluster_centres(xyz, labels, n_clusters: int) -> np.ndarray:
     """Normalised mean of each cluster's points on S^2, shape (n_clusters, 3) (NaN if empty)."""
     xyz = np.asarray(xyz, dtype=np.float64)
-    labels = np.asarray(labels)
-    sums = np.zeros((n_clusters, 3))
-    np.add.at(sums, labels, xyz)
+    labels = np.asarray(labels, dtype=np.int64)
+    sums = np.column_stack(
+        [np.bincount(labels, weights=xyz[:, j], minlength=n_clusters) for j in range(3)]
+    )
     norm = np.linalg.norm(sums, axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(norm > 0, sums / norm, np.nan)

@@ -64,9 +64,9 @@ __all__ = [
     "MAP_CAP",
     "MAP_CLUSTER",
     "MAP_COLOUR",
+    "MAP_DENSITY",
     "MAP_FLAT",
     "MAP_GLOBE",
-    "MAP_REFRESH",
     "MAP_SEARCH",
     "MAP_SHAPE",
     "MAP_UMAP",
@@ -74,6 +74,11 @@ __all__ = [
     "MIX_BETA",
     "MIX_BUDGET",
     "MIX_CHOSEN",
+    "MIX_COMPARE",
+    "MIX_COMPARE_CHART",
+    "MIX_COMPARE_PICK",
+    "MIX_COMPARE_TABLE",
+    "MIX_COMPARE_USE",
     "MIX_EPOCHS",
     "MIX_LAMBDA",
     "MIX_NAME",
@@ -100,6 +105,7 @@ __all__ = [
     "TAX_SPLIT_NODE",
     "TAX_TABLE",
     "data_column",
+    "mix_compare_download",
     "mix_download",
     "mix_editor",
     "tax_exclude_flag",
@@ -143,7 +149,7 @@ MAP_SHAPE = "map_shape"
 MAP_COLOUR = "map_colour"
 MAP_CAP = "map_cap"
 MAP_UMAP = "map_umap"
-MAP_REFRESH = "map_refresh"
+MAP_DENSITY = "map_density"
 MAP_FLAT = "map_flat"
 MAP_GLOBE = "map_globe"
 MAP_CLUSTER = "map_cluster"
@@ -209,6 +215,11 @@ MIX_SAVE = "mix_save"
 MIX_CHOSEN = "mix_chosen_weights"
 MIX_BASE = "mix_base_mixture"
 MIX_SOURCE = "mix_source"
+MIX_COMPARE = "mix_compare"  # the saved mixtures compared side by side
+MIX_COMPARE_CHART = "mix_compare_chart"
+MIX_COMPARE_TABLE = "mix_compare_table"
+MIX_COMPARE_PICK = "mix_compare_pick"  # the compared mixture to export or continue from
+MIX_COMPARE_USE = "mix_compare_use"
 
 
 def mix_editor(fit: str, taxonomy_key: str) -> str:
@@ -219,3 +230,8 @@ def mix_editor(fit: str, taxonomy_key: str) -> str:
 def mix_download(fmt: str) -> str:
     """The download button of one export format."""
     return f"mix_download_{fmt}"
+
+
+def mix_compare_download(fmt: str) -> str:
+    """The download button of one export format for a compared saved mixture."""
+    return f"mix_compare_download_{fmt}"

@@ -5,6 +5,11 @@ and already capped to a bounded number (the caller samples). Colour is either a
 category per point (cluster id, human category: one colour per category from the
 cluster palette) or a number per point (GIS, weight: a continuous colour scale).
 Every point carries ``customdata = [row, cluster]`` so a selection maps back to documents.
+
+Under the points, both figures can show every document: the 2D map takes a density image
+(a PNG data URI from :mod:`gem_app.viz.density`, drawn as a layout image below the traces),
+the globe colours its sphere by a raster of counts. Search hits are drawn on top as stars
+(trace ``"search hits"``).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from gem_app.viz.density import density_layout_image, globe_density_surface
 from gem_app.viz.style import cluster_palette, finish
 
 _SPHERE_STEPS = 36
@@ -28,8 +34,12 @@ def _check_points(xyz, n_expected=None, name="xyz") -> np.ndarray:
     return xyz
 
 
-def _colour_spec(colour, n: int, colour_title: str):
-    """marker kwargs: categorical -> explicit colours, numeric -> a colour scale."""
+def _colour_spec(colour, n: int, colour_title: str, categories=None):
+    """marker kwargs: categorical -> explicit colours, numeric -> a colour scale.
+
+    ``categories`` fixes the palette order (all categories of the corpus, so that the density
+    layer and the points agree); by default the categories present, in natural order.
+    """
     values = np.asarray(colour)
     if values.shape != (n,):
         raise ValueError(f"colour has shape {values.shape}, expected ({n},)")
@@ -41,7 +51,12 @@ def _colour_spec(colour, n: int, colour_title: str):
             "colorbar": {"title": {"text": colour_title}, "thickness": 12, "len": 0.6},
         }, [f"{v:.3g}" for v in values.astype(float)]
     as_text = values.astype(str)
-    categories = sorted(set(as_text.tolist()), key=_natural_key)
+    if categories is None:
+        categories = sorted(set(as_text.tolist()), key=_natural_key)
+    categories = [str(c) for c in categories]
+    missing = set(as_text.tolist()) - set(categories)
+    if missing:
+        raise ValueError(f"colour values {sorted(missing)[:3]} are not in categories")
     palette = dict(zip(categories, cluster_palette(len(categories)), strict=True))
     return {"color": [palette[c] for c in as_text]}, as_text.tolist()
 
@@ -92,6 +107,10 @@ def globe_figure(
     centres=None,
     centre_labels: Sequence[str] | None = None,
     colour_title: str = "cluster",
+    categories: Sequence[str] | None = None,
+    density_counts=None,
+    highlight_xyz=None,
+    highlight_text: Sequence[str] | None = None,
     height: int = 640,
 ) -> go.Figure:
     """Points on the unit sphere as a 3D globe over a translucent sphere.
@@ -104,26 +123,35 @@ def globe_figure(
     rows, clusters : array-like of shape (n,), optional; stored as customdata
     centres : ndarray of shape (K, 3), optional; where cluster labels are drawn
     centre_labels : sequence of str, length K
+    categories : sequence of str, optional
+        Palette order of categorical colours (default: the categories present, natural order).
+    density_counts : ndarray of shape (H, W), optional
+        Documents per (lat, lon) pixel of every document: the sphere is shaded by it.
+    highlight_xyz : ndarray of shape (m, 3), optional; drawn as stars (search hits)
+    highlight_text : sequence of str, length m, optional
     """
     xyz = _check_points(xyz)
     n = xyz.shape[0]
-    marker, colour_text = _colour_spec(colour, n, colour_title)
+    marker, colour_text = _colour_spec(colour, n, colour_title, categories)
     u, v = np.meshgrid(
         np.linspace(0, 2 * np.pi, _SPHERE_STEPS), np.linspace(0, np.pi, _SPHERE_STEPS // 2)
     )
     r = 0.985
-    fig = go.Figure(
-        go.Surface(
-            x=r * np.cos(u) * np.sin(v),
-            y=r * np.sin(u) * np.sin(v),
-            z=r * np.cos(v),
-            opacity=0.18,
-            showscale=False,
-            hoverinfo="skip",
-            colorscale=[[0, "#dfe7f2"], [1, "#dfe7f2"]],
-            name="sphere",
+    if density_counts is not None:
+        fig = go.Figure(globe_density_surface(density_counts, radius=r))
+    else:
+        fig = go.Figure(
+            go.Surface(
+                x=r * np.cos(u) * np.sin(v),
+                y=r * np.sin(u) * np.sin(v),
+                z=r * np.cos(v),
+                opacity=0.18,
+                showscale=False,
+                hoverinfo="skip",
+                colorscale=[[0, "#dfe7f2"], [1, "#dfe7f2"]],
+                name="sphere",
+            )
         )
-    )
     fig.add_trace(
         go.Scatter3d(
             x=xyz[:, 0],
@@ -154,6 +182,20 @@ def globe_figure(
                 hoverinfo="skip",
             )
         )
+    if highlight_xyz is not None:
+        hits = _check_points(highlight_xyz, name="highlight_xyz") * 1.01
+        fig.add_trace(
+            go.Scatter3d(
+                x=hits[:, 0],
+                y=hits[:, 1],
+                z=hits[:, 2],
+                mode="markers",
+                name="search hits",
+                marker=_HIT_MARKER | {"size": 5, "symbol": "diamond"},  # no stars in 3D
+                text=_hit_text(highlight_text, hits.shape[0]),
+                hoverinfo="text",
+            )
+        )
     axis = {"visible": False, "showbackground": False, "range": [-1.15, 1.15]}
     fig.update_layout(
         scene={
@@ -167,6 +209,17 @@ def globe_figure(
         uirevision="globe",
     )
     return finish(fig, height=height)
+
+
+_HIT_MARKER = {"symbol": "star", "color": "#ffd400", "line": {"color": "#1d2733", "width": 1}}
+
+
+def _hit_text(texts, m: int) -> list[str]:
+    if texts is None:
+        return [""] * m
+    if len(texts) != m:
+        raise ValueError(f"highlight_text has {len(texts)} entries, expected {m}")
+    return [_wrap(str(t)) for t in texts]
 
 
 def _centre_text(centre_labels, K):
@@ -188,6 +241,10 @@ def flat_map_figure(
     centres_lonlat=None,
     centre_labels: Sequence[str] | None = None,
     colour_title: str = "cluster",
+    categories: Sequence[str] | None = None,
+    density_image: str | None = None,
+    highlight_lonlat=None,
+    highlight_text: Sequence[str] | None = None,
     height: int = 560,
 ) -> go.Figure:
     """The sphere unrolled (longitude, latitude in degrees) as a WebGL scatter.
@@ -197,13 +254,20 @@ def flat_map_figure(
     lon, lat : array-like of shape (n,), degrees
     colour : array-like of shape (n,)
     centres_lonlat : ndarray of shape (K, 2), optional (label positions)
+    categories : sequence of str, optional
+        Palette order of categorical colours (default: the categories present, natural order).
+    density_image : str, optional
+        A PNG data URI of every document's density (lon -180..180 left to right, lat 90 at
+        the top), drawn under the points.
+    highlight_lonlat : ndarray of shape (m, 2), optional; drawn as stars (search hits)
+    highlight_text : sequence of str, length m, optional
     """
     lon = np.asarray(lon, dtype=float)
     lat = np.asarray(lat, dtype=float)
     if lon.shape != lat.shape or lon.ndim != 1:
         raise ValueError(f"lon {lon.shape} and lat {lat.shape} must be equal 1-D")
     n = lon.size
-    marker, colour_text = _colour_spec(colour, n, colour_title)
+    marker, colour_text = _colour_spec(colour, n, colour_title, categories)
     fig = go.Figure(
         go.Scattergl(
             x=lon,
@@ -233,6 +297,21 @@ def flat_map_figure(
                 hoverinfo="skip",
             )
         )
+    if highlight_lonlat is not None:
+        hits = np.asarray(highlight_lonlat, dtype=float).reshape(-1, 2)
+        fig.add_trace(
+            go.Scatter(
+                x=hits[:, 0],
+                y=hits[:, 1],
+                mode="markers",
+                name="search hits",
+                marker=_HIT_MARKER | {"size": 13},
+                text=_hit_text(highlight_text, hits.shape[0]),
+                hoverinfo="text",
+            )
+        )
+    if density_image is not None:
+        fig.add_layout_image(density_layout_image(density_image))
     fig.update_xaxes(range=[-180, 180], title="longitude", showgrid=True, zeroline=False)
     fig.update_yaxes(range=[-90, 90], title="latitude", showgrid=True, zeroline=False)
     fig.update_layout(showlegend=False, dragmode="select", uirevision="map")
