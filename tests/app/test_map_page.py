@@ -2,10 +2,12 @@
 
 import base64
 import struct
+import time
 import zlib
 
 import numpy as np
 
+from gem_app.app import layout as layout_module
 from gem_app.app import session_keys as keys
 from gem_app.app.density import lonlat_pixels
 from tests.app.helpers import new_session, open_page, plotly_array, plotly_figures
@@ -58,3 +60,28 @@ def test_globe_is_shaded_by_every_document(app_env):
     colour = plotly_array(surface["surfacecolor"]).reshape(61, 121)
     total = np.expm1(colour[:60, :120]).round().sum()
     assert total == 5000
+
+
+def test_umap_layout_replaces_the_instant_one_without_a_button(app_env, monkeypatch):
+    def quick_umap(points, **kwargs):  # stands in for UMAP (numba compiles for ~30 s)
+        time.sleep(1.0)
+        return np.asarray(points, dtype=np.float64)[:, :3] / np.linalg.norm(
+            np.asarray(points, dtype=np.float64)[:, :3], axis=1, keepdims=True
+        )
+
+    monkeypatch.setattr(layout_module, "umap_sphere", quick_umap)
+    monkeypatch.setenv("GEM_APP_UMAP_SAMPLE", "800")
+    at = open_page(new_session(), "map")
+    at.toggle(key=keys.MAP_UMAP).set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.button  # no Refresh button
+    (bar,) = [p for p in at.get("progress")]
+    assert "UMAP layout in the background" in bar.proto.text
+    assert any("layout: spherical projection" in c.value for c in at.caption)
+    (view_layout,) = [v for k, v in layout_module._LAYOUTS.items() if k.startswith(str(app_env))]
+    view_layout._thread.join(timeout=120)
+    at.run()  # what the polling fragment triggers once the job has ended
+    assert any("layout: UMAP" in c.value for c in at.caption)
+    assert not at.get("progress")
+    rows, xyz = view_layout.umap()
+    assert len(rows) == 800 and xyz.shape == (5000, 3)
