@@ -10,12 +10,18 @@ import streamlit as st
 from gem_app.app import session_keys as keys
 from gem_app.app import state as app_state
 from gem_app.app.chosen import ChosenWeights, cluster_weights
-from gem_app.app.mixes import mix_from_base
+from gem_app.app.mixes import compare_documents, mix_from_base, saved_base
 from gem_app.export.document import build_mixture_document
 from gem_app.export.domains import mix_domains
 from gem_app.export.formats import FORMATS, render_mixture
-from gem_app.export.saved import check_export_name, save_mixture
+from gem_app.export.saved import (
+    check_export_name,
+    load_saved_mixture,
+    save_mixture,
+    saved_mixture_names,
+)
 from gem_app.viz import epochs_figure, masses_shift_figure, weights_figure
+from gem_app.viz.mixtures import mixtures_figure
 
 TAU_SOURCE = "Entropy temperature τ"
 
@@ -232,9 +238,71 @@ def main() -> None:
         check_export_name(name)
         save_mixture(document(), name, ws)
         st.success(f"Saved as mixtures/{name} in the workspace.")
-    saved = ws.list("mixtures")
-    if saved:
-        st.caption("Saved mixtures: " + ", ".join(f"`{info.name}`" for info in saved))
+    _compare_saved(ws, view, EXTENSIONS)
+
+
+def _use_saved(doc, name: str, fit: str, folder) -> None:
+    """Start the mixture above from a saved one (a callback: it runs before the radio exists)."""
+    base = saved_base(doc, name, fit=fit, folder=folder)
+    st.session_state[keys.MIX_BASE] = base
+    st.session_state[keys.MIX_SOURCE] = base.label
+
+
+def _compare_saved(ws, view, extensions: dict) -> None:
+    """Saved mixtures side by side; export one, or continue from it above."""
+    st.subheader("Compare saved mixtures")
+    names = saved_mixture_names(ws)
+    if not names:
+        st.caption("Save mixtures above under different names to compare them here.")
+        return
+    picked = st.multiselect(
+        "Saved mixtures",
+        names,
+        key=keys.MIX_COMPARE,
+        help="Two or more mixtures over the same domains (same fit and taxonomy)",
+    )
+    if not picked:
+        st.caption("Saved: " + ", ".join(f"`{n}`" for n in names) + ". Pick two or more.")
+        return
+    docs = {name: load_saved_mixture(name, ws) for name in picked}
+    comparison = compare_documents(docs)
+    st.plotly_chart(
+        mixtures_figure(**comparison.figure_arguments()),
+        width="stretch",
+        key=keys.MIX_COMPARE_CHART,
+    )
+    table = comparison.to_frame()
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        key=keys.MIX_COMPARE_TABLE,
+        column_config={
+            c: st.column_config.NumberColumn(format="%.4f")
+            for c in table.columns
+            if c not in ("mixture", "budget")
+        }
+        | {"budget": st.column_config.NumberColumn(format="%d")},
+    )
+    c1, c2 = st.columns([3, 1])
+    chosen = c1.selectbox("Export or continue from", picked, key=keys.MIX_COMPARE_PICK)
+    c2.button(
+        "Use as the mixture above",
+        key=keys.MIX_COMPARE_USE,
+        width="stretch",
+        on_click=_use_saved,
+        args=(docs[chosen], chosen, view.name, view.run.folder),
+        help="Start Mix & Export from it: the multipliers, exclusions, cap and budget act on it",
+    )
+    cols = st.columns(len(FORMATS))
+    for col, fmt in zip(cols, FORMATS, strict=True):
+        col.download_button(
+            fmt,
+            lambda fmt=fmt, doc=docs[chosen]: render_mixture(doc, fmt),
+            file_name=f"{chosen}-{fmt}.{extensions.get(fmt, 'txt')}",
+            key=keys.mix_compare_download(fmt),
+            width="stretch",
+        )
 
 
 shared.run_page(main)

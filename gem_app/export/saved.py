@@ -9,7 +9,13 @@ from collections.abc import Mapping
 from gem_app.export.document import read_mixture, validate_mixture_document
 from gem_app.storage.workspace import Workspace
 
-__all__ = ["MIXTURE_FILE", "check_export_name", "load_saved_mixture", "save_mixture"]
+__all__ = [
+    "MIXTURE_FILE",
+    "check_export_name",
+    "load_saved_mixture",
+    "save_mixture",
+    "saved_mixture_names",
+]
 
 MIXTURE_FILE = "mixture.json"
 
@@ -57,3 +63,9 @@ def load_saved_mixture(name: str, workspace=None) -> dict:
     check_export_name(name)
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     return read_mixture(ws.load("mixtures", name).file(MIXTURE_FILE))
+
+
+def saved_mixture_names(workspace=None) -> list[str]:
+    """The names of the mixtures saved in the workspace, sorted (manifests not verified)."""
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    return [info.name for info in ws.list("mixtures")]
