@@ -16,6 +16,7 @@ from gem_app.app.chosen import natural_cluster_weights
 from gem_app.app.density import category_codes, density_raster
 from gem_app.app.layout import map_layout
 from gem_app.app.projection import DEFAULT_POINT_CAP, cluster_centres, sphere_to_lonlat
+from gem_app.app.selection import ClusterAdjustments, selected_rows, selection_breakdown
 from gem_app.viz import cluster_palette, flat_map_figure, globe_figure
 from gem_app.viz.density import png_data_uri, shade_categories, shade_counts, shade_values
 
@@ -85,6 +86,64 @@ def _wait_for_layout(layout) -> None:
         )
 
     poll()
+
+
+def _selection_panel(view, selected, names) -> None:
+    """The selected documents, their human categories and clusters; send clusters to Mix & Export."""
+    by_cluster, by_category = selection_breakdown(
+        selected, view.hard_labels, view.human, view.n_clusters
+    )
+    clusters = by_cluster["cluster"].to_numpy()
+    st.subheader(f"Selection: {len(selected):,} documents in {len(clusters)} clusters")
+    by_cluster.insert(1, "label", [names[k] for k in clusters])
+    by_cluster["GIS terms"] = [", ".join(view.labels[k].terms) for k in clusters]
+    percent = st.column_config.NumberColumn(format="percent")
+    left, right = st.columns([3, 2])
+    left.dataframe(
+        by_cluster, hide_index=True, width="stretch", column_config={"share_of_cluster": percent}
+    )
+    if by_category is not None:
+        right.dataframe(
+            by_category, hide_index=True, width="stretch", column_config={"share": percent}
+        )
+    frame = view.run.frame
+    shown = selected[:200]
+    docs = frame.iloc[shown][[c for c in ("id", "label", "tokens", "text") if c in frame]].copy()
+    docs.insert(0, "probability", view.q[shown, view.hard_labels[shown]])
+    docs.insert(0, "cluster", view.hard_labels[shown])
+    docs.insert(0, "row", shown)
+    st.dataframe(docs, hide_index=True, width="stretch", height=240)
+    current = st.session_state.get(keys.MAP_ADJUST)
+    if current is None or current.fit != view.name:
+        current = ClusterAdjustments(view.name)
+    c1, c2, c3 = st.columns([1.4, 1, 1.2])
+    if c1.button("Exclude these clusters on Mix & Export", key=keys.MAP_EXCLUDE):
+        st.session_state[keys.MAP_ADJUST] = current.excluding(clusters)
+    factor = c2.number_input(
+        "Boost factor",
+        min_value=0.1,
+        max_value=100.0,
+        value=2.0,
+        step=0.5,
+        key=keys.MAP_BOOST_FACTOR,
+    )
+    if c3.button("Boost these clusters on Mix & Export", key=keys.MAP_BOOST):
+        st.session_state[keys.MAP_ADJUST] = current.boosting(clusters, factor)
+
+
+def _pending_adjustments(view) -> None:
+    """What this session sends to Mix & Export from the Map, with a button to clear it."""
+    pending = st.session_state.get(keys.MAP_ADJUST)
+    if pending is None or pending.fit != view.name or pending.empty:
+        return
+    left, right = st.columns([4, 1])
+    left.info(
+        f"Sent to Mix & Export's per-domain editor: **{pending.summary}**.",
+        icon=":material/tune:",
+    )
+    if right.button("Clear", key=keys.MAP_CLEAR):
+        del st.session_state[keys.MAP_ADJUST]
+        st.rerun()
 
 
 def main() -> None:
@@ -203,10 +262,11 @@ def main() -> None:
             key=keys.MAP_FLAT,
             selection_mode=("points", "box", "lasso"),
         )
-        points = (event or {}).get("selection", {}).get("points", []) if event else []
-        picked = [p["customdata"][1] for p in points if p.get("customdata") is not None]
-        if picked:
+        selected = selected_rows(event)
+        if selected.size:
+            picked = clusters_all[selected]
             st.session_state[keys.MAP_CLUSTER] = names[int(np.bincount(picked).argmax())]
+            _selection_panel(view, selected, names)
     else:
         counts = _globe_counts(key, xyz_all) if density_mode != "off" else None
         st.plotly_chart(
@@ -216,6 +276,8 @@ def main() -> None:
         )
         if counts is not None:
             st.caption("The globe's surface is shaded by the number of documents (all of them).")
+
+    _pending_adjustments(view)
 
     st.subheader("Documents of a cluster")
     left, right = st.columns([1, 2])

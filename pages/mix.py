@@ -11,6 +11,7 @@ from gem_app.app import session_keys as keys
 from gem_app.app import state as app_state
 from gem_app.app.chosen import ChosenWeights, cluster_weights
 from gem_app.app.mixes import compare_documents, mix_from_base, saved_base
+from gem_app.app.selection import adjust_editor
 from gem_app.export.document import build_mixture_document
 from gem_app.export.domains import mix_domains
 from gem_app.export.formats import FORMATS, render_mixture
@@ -110,6 +111,14 @@ def main() -> None:
             "multiplier": np.ones(len(domains)),
             "exclude": [bool(d.excluded) for d in domains.domains],
         }
+    )
+    editor_base = adjust_editor(  # clusters excluded / boosted from a selection on the Map
+        editor_base,
+        st.session_state.get(keys.MAP_ADJUST),
+        view.name,
+        domains,
+        view.hard_labels,
+        view.weights,
     )
     with st.expander("Per-domain multipliers and exclusions"):
         edited = st.data_editor(

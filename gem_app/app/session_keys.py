@@ -13,6 +13,8 @@ Session state written by one page and read by others:
 - :data:`MIX_CHOSEN`: the chosen mixture of Mix & Export as per-cluster weights
   (:class:`gem_app.app.chosen.ChosenWeights`), read by Map's "chosen weight" colouring.
 - :data:`MAP_CLUSTER`: the cluster whose documents Map lists (also set by a map selection).
+- :data:`MAP_ADJUST`: clusters excluded or boosted from a selection on the Map
+  (:class:`gem_app.app.selection.ClusterAdjustments`), applied by Mix & Export's per-domain editor.
 - :data:`MIX_BASE`: a mixture to start Mix & Export from (:class:`gem_app.app.mixes.BaseMixture`),
   set by Evaluate's "use this mixture" (and by loading a saved mixture); :data:`MIX_SOURCE` is
   Mix & Export's choice between it and the entropy temperature.
@@ -61,10 +63,15 @@ __all__ = [
     "FIT_SEED",
     "FIT_SWEEP",
     "FIT_TEMPERATURE",
+    "MAP_ADJUST",
+    "MAP_BOOST",
+    "MAP_BOOST_FACTOR",
     "MAP_CAP",
+    "MAP_CLEAR",
     "MAP_CLUSTER",
     "MAP_COLOUR",
     "MAP_DENSITY",
+    "MAP_EXCLUDE",
     "MAP_FLAT",
     "MAP_GLOBE",
     "MAP_SEARCH",
@@ -154,6 +161,11 @@ MAP_FLAT = "map_flat"
 MAP_GLOBE = "map_globe"
 MAP_CLUSTER = "map_cluster"
 MAP_SEARCH = "map_search"
+MAP_ADJUST = "map_adjust"  # ClusterAdjustments sent to Mix & Export
+MAP_BOOST = "map_boost"
+MAP_BOOST_FACTOR = "map_boost_factor"
+MAP_CLEAR = "map_clear"
+MAP_EXCLUDE = "map_exclude"
 
 # ---------------------------------------------------------------- Taxonomy
 TAX_LEVEL2 = "tax_level2"
