@@ -166,49 +166,84 @@ def _wrapped(owner, name: str, wrapper):
         setattr(owner, name, original)
 
 
-def _timing(phases: dict, label: str, when=lambda *a, **k: True):
-    def wrapper(original):
-        def timed(*args, **kwargs):
-            if not when(*args, **kwargs):
-                return original(*args, **kwargs)
-            start = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                phases[label] = phases.get(label, 0.0) + time.perf_counter() - start
+class PhaseTimer:
+    """Exclusive wall seconds of the wrapped calls on the main thread, by phase label.
 
-        return timed
+    A call inside another timed call is subtracted from the outer one (exclusive times).
+    Inside a phase listed in ``absorbing`` only the labels in ``nested`` are timed
+    separately: the warm start's own passes count as the warm start, its seeding as
+    seeding.
+    """
 
-    return wrapper
+    def __init__(self, absorbing=("warm start",), nested=("seeding",)):
+        self.seconds: dict = {}
+        self._stack: list = []
+        self._absorbing, self._nested = set(absorbing), set(nested)
+
+    def wrap(self, label: str, when=lambda *a, **k: True):
+        def wrapper(original):
+            def timed(*args, **kwargs):
+                inside = [entry[0] for entry in self._stack]
+                absorbed = any(a in inside for a in self._absorbing) and label not in self._nested
+                if (
+                    threading.current_thread() is not threading.main_thread()
+                    or absorbed
+                    or not when(*args, **kwargs)
+                ):
+                    return original(*args, **kwargs)
+                entry = [label, 0.0]
+                self._stack.append(entry)
+                start = time.perf_counter()
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    elapsed = time.perf_counter() - start
+                    self._stack.pop()
+                    if self._stack:
+                        self._stack[-1][1] += elapsed
+                    self.seconds[label] = self.seconds.get(label, 0.0) + elapsed - entry[1]
+
+            return timed
+
+        return wrapper
 
 
 def whole_gem(X, n_clusters: int, seed: int, **params) -> dict:
-    """Wall time of ``GEM(n_clusters, random_state=seed, **params).fit(X)`` and its phases."""
-    phases: dict = {}
-    final = _timing(phases, "final pass", when=lambda *a, final=False, **k: final)
+    """Wall time of ``GEM(n_clusters, random_state=seed, **params).fit(X)`` and its phases.
+
+    Phases (exclusive seconds): set-up (sphere statistics and corrected rows), seeding
+    (k-means++), warm start (the MM run on the sample, without its seeding), initial pass
+    (the hard pass and first (mu, kappa)-step of a start without warm start), final pass
+    (the polished q-step with the labels) and, for the rest of the fit, iterations on all
+    rows (reported per iteration).
+    """
+    timer = PhaseTimer()
+    final = timer.wrap("final pass", when=lambda *a, final=False, **k: final)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_wrapped(SphereTransform, "fit", _timing(phases, "set-up")))
-        stack.enter_context(_wrapped(gem_module, "prepare_rows", _timing(phases, "set-up")))
-        stack.enter_context(_wrapped(MMRun, "_initial_directions", _timing(phases, "seeding")))
-        stack.enter_context(_wrapped(MMRun, "_seeded_start", _timing(phases, "initial pass")))
+        stack.enter_context(_wrapped(SphereTransform, "fit", timer.wrap("set-up")))
+        stack.enter_context(_wrapped(gem_module, "prepare_rows", timer.wrap("set-up")))
+        stack.enter_context(_wrapped(MMRun, "_initial_directions", timer.wrap("seeding")))
+        stack.enter_context(_wrapped(MMRun, "_warm_start", timer.wrap("warm start")))
+        stack.enter_context(_wrapped(MMRun, "_seeded_start", timer.wrap("initial pass")))
         stack.enter_context(_wrapped(MMRun, "_q_step", final))
-        stack.enter_context(_wrapped(MMRun, "fit", _timing(phases, "run")))
+        stack.enter_context(_wrapped(MMRun, "fit", timer.wrap("iterations")))
         stack.enter_context(warnings.catch_warnings())
         warnings.simplefilter("ignore")  # ConvergenceWarning with max_iter
         record: dict = {}
         with cpu_meter(record):
             model = GEM(n_clusters=n_clusters, random_state=seed, **params).fit(X)
-    phases["initial pass"] -= phases.get("seeding", 0.0)
-    iterations = phases.pop("run") - phases["initial pass"] - phases["seeding"]
-    iterations -= phases.get("final pass", 0.0)
+    phases = {k: timer.seconds.get(k, 0.0) for k in PHASES}
     record.update(
         n_iter=int(model.n_iter_),
         converged=bool(model.converged_),
         objective=float(model.objective_),
         phases=phases,
-        per_iteration=iterations / max(model.n_iter_, 1),
+        per_iteration=phases["iterations"] / max(model.n_iter_, 1),
     )
     return record
+
+
+PHASES = ("set-up", "seeding", "warm start", "initial pass", "iterations", "final pass")
 
 
 def whole_faiss(X, n_clusters: int, seed: int, *, niter=None, every_row=False, labels=False):
@@ -310,6 +345,15 @@ def format_whole(name: str, shape, n_clusters: int, r0: float, summary: dict, it
                 parts = ", ".join(f"{k} {v:.2f}" for k, v in row["phases"].items())
                 parts += f", per iteration {row['per_iteration']:.3f}"
             lines.append(f"  {method:<26} {row['seconds']:8.2f} {row['n_iter']:6d}  {parts}")
+        reference = table[f"faiss {iters} iterations"]["seconds"]
+        for method in ("GEM default", f"GEM {iters} iterations"):
+            phases = table[method]["phases"]
+            shares = ", ".join(f"{k} {v / reference:.2f}" for k, v in phases.items())
+            per = table[method]["per_iteration"] / (reference / iters)
+            lines.append(
+                f"  {method} as x faiss {iters}-iteration train: {shares}; "
+                f"per iteration {per:.2f}x faiss's (its whole train / {iters})"
+            )
         eq, de = ratios["equal_iterations"], ratios["default"]
         lines.append(
             f"  whole fit at {iters} iterations: {eq:.2f}x faiss (goal <= {GOAL_EQUAL_ITERS}: "

@@ -5,7 +5,7 @@ Issue 2 goal: the fit peaks under 4 GB of RAM. Usage::
     python bench/bench_memory.py [--n 1000000] [--d 384] [--k 256] [--max-iter 2]
                                  [--balance 1.0] [--seed 0] [--json results.json]
 
-The fit runs in a child process (so the parent's own imports do not count). The child
+The fit runs in a child process (a fresh interpreter: its RSS after imports is reported). The child
 generates the rows chunk by chunk into one float32 buffer (the input, n*d*4 bytes), fits
 ``GEM(n_clusters=k, max_iter=..., tol=0)`` and reports:
 
@@ -30,7 +30,18 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
+
+import numpy as np
+import torch
+from bench_fit import anisotropic_mixture
+
+from gem_app.core import dual, mm
+from gem_app.core import gem as gem_module
+from gem_app.core.gem import GEM
+from gem_app.core.mm_run import MMRun
+from gem_app.utils.files import write_json
 
 GOAL_BYTES = 4 * 10**9
 GIB = 2**30
@@ -89,9 +100,14 @@ class PhaseTracker:
 
 
 def _instrument(tracker: PhaseTracker) -> None:
-    """Mark the phases of a GEM fit by wrapping the functions gem_app.core.gem calls."""
-    from gem_app.core import gem as gem_module
-    from gem_app.core import mm
+    """Mark the phases of a GEM fit by wrapping the functions its fit loop calls.
+
+    The set-up (``gem.SphereTransform.fit``, ``gem.prepare_rows``), the warm start on a
+    sample (``MMRun._warm_start``), the passes (``mm.resultant_pass``) and the dual's
+    fallback solver and its statistics passes (``dual.solve_dual``,
+    ``dual.assignment_stats``). Each name is looked up where the caller finds it, and a
+    missing one is an error (the bench must follow the code).
+    """
 
     def wrap(owner, name: str, label: str) -> None:
         original = getattr(owner, name)
@@ -106,21 +122,15 @@ def _instrument(tracker: PhaseTracker) -> None:
         setattr(owner, name, wrapped)
 
     wrap(gem_module.SphereTransform, "fit", "sphere statistics")
-    wrap(mm, "prepare_rows", "prepare rows")
-    wrap(mm, "solve_dual", "dual solve (scores held)")
-    wrap(mm, "assignment_stats", "dual statistics pass")
+    wrap(gem_module, "prepare_rows", "prepare rows")
+    wrap(MMRun, "_warm_start", "warm start on a sample")
+    wrap(dual, "solve_dual", "dual solve (scores held)")
+    wrap(dual, "assignment_stats", "dual statistics pass")
     wrap(mm, "resultant_pass", "resultant pass")
 
 
 def child(args: argparse.Namespace) -> dict:
     """Generate the rows, fit GEM, return the measurements (runs in the child process)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import numpy as np
-    import torch
-    from bench_fit import anisotropic_mixture
-
-    from gem_app.core.gem import GEM
-
     tracker = PhaseTracker(log=sys.stderr)
     tracker.mark("generate input")
     X = np.empty((args.n, args.d), dtype=np.float32)
@@ -144,8 +154,6 @@ def child(args: argparse.Namespace) -> dict:
         device="cpu",
         callback=on_iteration,
     )
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning: max_iter is deliberately small
         model.fit(X)
@@ -244,8 +252,6 @@ def main(argv: list[str] | None = None) -> int:
     result["children_ru_maxrss_bytes"] = children_maxrss
     print(_report(result, children_maxrss))
     if args.json:
-        from gem_app.utils.files import write_json
-
         write_json(args.json, result)
     return 0
 

@@ -53,6 +53,14 @@ class GEM(OneToOneFeatureMixin, TransformerMixin, ClusterMixin, BaseEstimator):
         Number of initialisations; the run with the highest final J is kept.
     init : {"k-means++", "random"} or array-like of shape (n_clusters, n_features)
         Initial mean directions (an array is taken in the corrected sphere coordinates).
+    init_size : int or None, default=None
+        Rows of the warm start (with ``init="k-means++"`` or ``"random"``): when it is at
+        most half of the rows of positive weight, the MM algorithm first runs on this many
+        rows drawn at random (to the tolerance max(tol, 1e-4)) and the iterations on all
+        rows start from its parameters and dual, so a fit makes fewer passes over all
+        rows. The seeds are drawn from at most max(40 n_clusters, 8192) of these rows.
+        None: max(256 n_clusters, 10,000) rows (faiss trains k-means on 256 rows per
+        centroid). Must be >= n_clusters; a value >= n_samples turns the warm start off.
     concentration : {"tied", "per-cluster"}, default="tied"
         One kappa shared by all clusters, or one kappa per cluster.
     center, whiten : bool
@@ -75,7 +83,8 @@ class GEM(OneToOneFeatureMixin, TransformerMixin, ClusterMixin, BaseEstimator):
         rho, the (token-)weighted share of each cluster under the final q.
     labels_ : ndarray of shape (n_samples,)
     objective_history_ : list of float
-        J after the initial (mu, kappa)-step and after every half-step since.
+        J after the initial (mu, kappa)-step and after every half-step since; after a
+        warm start (``init_size``) it starts with J after the first q-step on all rows.
     objective_ : float
         The final J.
     anisotropy_ : float
@@ -101,6 +110,7 @@ class GEM(OneToOneFeatureMixin, TransformerMixin, ClusterMixin, BaseEstimator):
         "tol": [NumberInterval(Real, 0, None, closed="left")],
         "n_init": [NumberInterval(Integral, 1, None, closed="left")],
         "init": [StrOptions({"k-means++", "random"}), "array-like"],
+        "init_size": [NumberInterval(Integral, 1, None, closed="left"), None],
         "concentration": [StrOptions({"tied", "per-cluster"})],
         "center": ["boolean"],
         "whiten": ["boolean"],
@@ -120,6 +130,7 @@ class GEM(OneToOneFeatureMixin, TransformerMixin, ClusterMixin, BaseEstimator):
         tol=1e-6,
         n_init=1,
         init="k-means++",
+        init_size=None,
         concentration="tied",
         center=True,
         whiten=False,
@@ -135,6 +146,7 @@ class GEM(OneToOneFeatureMixin, TransformerMixin, ClusterMixin, BaseEstimator):
         self.tol = tol
         self.n_init = n_init
         self.init = init
+        self.init_size = init_size
         self.concentration = concentration
         self.center = center
         self.whiten = whiten
@@ -156,6 +168,8 @@ class GEM(OneToOneFeatureMixin, TransformerMixin, ClusterMixin, BaseEstimator):
                 f"n_clusters={K} is larger than the number of valid rows "
                 f"({n_positive} with a positive weight)"
             )
+        if self.init_size is not None and self.init_size < K:
+            raise ValueError(f"init_size={self.init_size} must be >= n_clusters={K}")
         if not isinstance(self.init, str):
             init = np.asarray(self.init, dtype=np.float64)
             if init.shape != (K, n_features):

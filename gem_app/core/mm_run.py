@@ -2,6 +2,11 @@
 
 Every half-step can only increase J (docs/method.md sections 3-5): the q-step through the
 dual (:mod:`gem_app.core.dual`), the (mu, kappa)-step in closed form (:mod:`gem_app.core.mm`).
+
+On many rows the initialisation is a warm start (as faiss trains k-means on 256 rows per
+centroid): spherical k-means++ seeds a few rows per cluster, the MM algorithm runs on a
+random sample of the rows to a loose tolerance, and the iterations on all rows start from
+its parameters and dual, so that a fit spends few passes over all rows.
 """
 
 from __future__ import annotations
@@ -10,13 +15,56 @@ import numpy as np
 import torch
 
 from gem_app.core import dual, mm
+from gem_app.core.rows import Rows, chunk_rows
 from gem_app.core.seeding import spherical_kmeans_plus_plus
 from gem_app.utils.information import entropy
 
-__all__ = ["FAST_NEWTON_MAX_K", "POLISH_NEWTON_PASSES", "MMRun"]
+__all__ = [
+    "FAST_NEWTON_MAX_K",
+    "POLISH_NEWTON_PASSES",
+    "SEED_MIN_ROWS",
+    "SEED_ROWS_PER_CLUSTER",
+    "WARM_MIN_ROWS",
+    "WARM_ROWS_PER_CLUSTER",
+    "WARM_TOL",
+    "MMRun",
+]
 
 FAST_NEWTON_MAX_K = 64  # the per-iteration Newton step uses the full Hessian up to this K
 POLISH_NEWTON_PASSES = 4  # Newton passes of the final q-step before the float64 solver
+WARM_ROWS_PER_CLUSTER = 256  # the default warm-start sample: rows per cluster (as faiss) ...
+WARM_MIN_ROWS = 10_000  # ... and at least this many rows
+WARM_TOL = 1e-4  # the warm start's tolerance (at most loose as this; tol when tighter)
+SEED_ROWS_PER_CLUSTER = 40  # k-means++ seeds on this many rows per cluster ...
+SEED_MIN_ROWS = 8_192  # ... and at least this many (all rows when there are fewer)
+
+
+def _sample_sizes(n_rows: int, n_clusters: int, init_size: int | None) -> tuple[int, int]:
+    """Rows of the warm-start sample and of the k-means++ seeding sample.
+
+    Parameters
+    ----------
+    n_rows : int
+        Rows of positive weight.
+    n_clusters : int
+    init_size : int or None
+        The estimator's ``init_size`` (None: max(WARM_ROWS_PER_CLUSTER * K, WARM_MIN_ROWS)).
+
+    Returns
+    -------
+    warm : int
+        Rows of the warm start; ``n_rows`` (no warm start) unless it is at most half of them.
+    seed : int
+        Rows k-means++ seeds on: min(warm, max(SEED_ROWS_PER_CLUSTER * K, SEED_MIN_ROWS)),
+        at least n_clusters.
+    """
+    if init_size is None:
+        init_size = max(WARM_ROWS_PER_CLUSTER * n_clusters, WARM_MIN_ROWS)
+    warm = min(n_rows, max(int(init_size), n_clusters))
+    if 2 * warm > n_rows:
+        warm = n_rows
+    seed = min(warm, max(SEED_ROWS_PER_CLUSTER * n_clusters, SEED_MIN_ROWS, n_clusters))
+    return warm, seed
 
 
 class MMRun:
@@ -34,9 +82,11 @@ class MMRun:
     log_prior : ndarray of shape (n_clusters,)
     device, dtype : where and in which dtype the scores are computed
     rng : numpy.random.Generator
+    init_size : int or None
+        The rows of the warm start (:func:`_sample_sizes`); None: the estimator's.
     """
 
-    def __init__(self, est, rows, weight, log_prior, device, dtype, rng):
+    def __init__(self, est, rows, weight, log_prior, device, dtype, rng, init_size=None):
         self.est, self.rows = est, rows
         self.log_prior, self.device, self.dtype, self.rng = log_prior, device, dtype, rng
         self.weight = weight
@@ -46,7 +96,9 @@ class MMRun:
         self.tied = est.concentration == "tied"
         self.A = rows.total_weight
         self.K = est.n_clusters
-        self.max_iter, self.tol = est.max_iter, est.tol
+        self.max_iter, self.tol, self.callback = est.max_iter, est.tol, est.callback
+        size = est.init_size if init_size is None else init_size
+        self.warm_size, self.seed_size = _sample_sizes(len(self.positive), self.K, size)
         self._scores = None
         self._scores_of = None  # the parameters whose scores the cache holds
 
@@ -55,21 +107,36 @@ class MMRun:
 
     def fit(self) -> dict:
         """Run to convergence (or max_iter) and polish; the fitted attributes, without ``_``."""
-        est = self.est
-        params, reseeded, history = self._seeded_start()
-        eta = np.zeros(self.K)
+        if isinstance(self.est.init, str) and self.warm_size < len(self.positive):
+            params, eta = self._warm_start()
+            reseeded, history = [], []
+        else:
+            params, reseeded, history = self._seeded_start()
+            eta = np.zeros(self.K)
+        return self._iterate(params, eta, reseeded, history)
+
+    def _iterate(self, params, eta, reseeded, history, *, polish=True):
+        """MM iterations from ``params`` and the warm dual ``eta`` to tolerance or max_iter.
+
+        ``history`` holds J before the first q-step (empty when unknown: the first
+        q-step is then unchecked). With ``polish`` the last q-step is :meth:`_polish` and
+        the fitted attributes are returned; without it, ``(params, eta)`` for a warm start.
+        """
         previous = None
         converged = False
         n_iter = 0
         while True:
-            polish = converged or n_iter >= self.max_iter
-            used, stats, objective, eta = self._q_step(params, eta, history[-1], final=polish)
+            last = converged or n_iter >= self.max_iter
+            if last and not polish:
+                return params, eta
+            floor = history[-1] if history else -np.inf
+            used, stats, objective, eta = self._q_step(params, eta, floor, final=last)
             history.append(float(objective))
-            if polish:
+            if last:
                 break
             n_iter += 1
-            if est.callback is not None:
-                est.callback(n_iter, objective)
+            if self.callback is not None:
+                self.callback(n_iter, objective)
             if previous is not None:
                 scale = self.tol * max(1.0, abs(objective))
                 gap = dual.duality_gap(stats.masses, used, self.lam)
@@ -98,6 +165,34 @@ class MMRun:
             "converged": converged,
             "reseeded": reseeded,
         }
+
+    def _warm_start(self):
+        """Parameters and dual of the MM algorithm run on a random sample of the rows.
+
+        ``warm_size`` rows of positive weight are drawn uniformly (keeping their masses),
+        seeded by k-means++ and iterated to the tolerance max(tol, WARM_TOL) without a
+        polish. Returns (params, eta) for the iterations on all rows.
+        """
+        sample = np.sort(self.rng.choice(self.positive, size=self.warm_size, replace=False))
+        points = self.rows.gather(sample, dtype=self.dtype)
+        d = points.shape[1]
+        rows = Rows(
+            points,
+            self.weight[sample],
+            None,
+            None,
+            device=self.device,
+            dtype=self.dtype,
+            chunk_size=chunk_rows(d, self.K, self.device),
+            eps=self.rows.eps,
+        )
+        run = MMRun(
+            self.est, rows, self.weight[sample], self.log_prior, self.device, self.dtype,
+            self.rng, init_size=self.warm_size,
+        )  # fmt: skip
+        run.tol, run.callback = max(self.tol, WARM_TOL), None
+        params, reseeded, history = run._seeded_start()
+        return run._iterate(params, np.zeros(self.K), reseeded, history, polish=False)
 
     def _seeded_start(self):
         """Initial directions, one hard nearest-centre pass and the first (mu, kappa)-step.
@@ -148,7 +243,7 @@ class MMRun:
         fresh = self._scores_of is params  # the cache holds these parameters' scores
         self._scores_of = params
         fill = (lambda j: scores[j]) if fresh else (lambda j: sm(rows, j, out=scores[j]))
-        slack = 1e-12 * abs(floor)
+        slack = 1e-12 * abs(floor) if np.isfinite(floor) else 0.0
         if final:
             eta, stats, objective = self._polish(fill, scores, eta, floor - slack)
             return eta, stats, objective, eta
@@ -220,7 +315,7 @@ class MMRun:
 
     @staticmethod
     def _gap_tol(floor: float, relative: float) -> float:
-        return relative * max(1.0, abs(floor))
+        return relative * max(1.0, abs(floor) if np.isfinite(floor) else 1.0)
 
     def _objective(self, stats, eta) -> float:
         return dual.objective(stats.masses, stats.mean_lse, eta, self.T, self.lam)
@@ -247,8 +342,10 @@ class MMRun:
             init = np.asarray(init, dtype=np.float64)
             return init / np.linalg.norm(init, axis=1, keepdims=True)
         n = len(self.positive)
-        size = min(n, max(20_000, 100 * self.K))
-        sample = np.sort(self.rng.choice(self.positive, size=size, replace=False))
+        if self.seed_size < n:
+            sample = np.sort(self.rng.choice(self.positive, size=self.seed_size, replace=False))
+        else:
+            sample = self.positive
         x = self.rows.gather(sample)
         w = self.weight[sample]
         if init == "random":

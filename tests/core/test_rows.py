@@ -87,6 +87,21 @@ def test_rows_hold_the_corrected_points_by_chunk(monkeypatch, cached):
     np.testing.assert_array_equal(rows.gather([22, 0, 7]), expected.numpy()[[22, 0, 7]])
 
 
+def test_gather_in_the_compute_dtype():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(30, 5)).astype(np.float32)
+    rows = prepare_rows(
+        X, np.ones(30), X.mean(0), None, device=torch.device("cpu"), dtype=torch.float32,
+        chunk_size=7,
+    )  # fmt: skip
+    points = torch.cat([rows.points(j) for j in range(len(rows))]).numpy()
+    picked = [29, 3, 3, 14, 0]
+    narrow = rows.gather(picked, dtype=torch.float32)
+    assert narrow.dtype == np.float32
+    np.testing.assert_array_equal(narrow, points[picked])
+    np.testing.assert_array_equal(rows.gather(picked), points[picked].astype(np.float64))
+
+
 def test_rows_refuse_rows_with_no_direction_left_by_number():
     X = np.r_[np.ones((3, 3)), [[1.0, -1.0, 0.0]], np.ones((9, 3))]
     mean = np.ones(3) / np.sqrt(3.0)  # a unit mean: every row equal to it has no direction
