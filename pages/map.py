@@ -16,7 +16,14 @@ from gem_app.app.chosen import natural_cluster_weights
 from gem_app.app.density import category_codes, density_raster
 from gem_app.app.layout import map_layout
 from gem_app.app.projection import DEFAULT_POINT_CAP, cluster_centres, sphere_to_lonlat
-from gem_app.app.selection import ClusterAdjustments, selected_rows, selection_breakdown
+from gem_app.app.search import embed_query, search_documents
+from gem_app.app.selection import (
+    ClusterAdjustments,
+    documents_frame,
+    selected_rows,
+    selection_breakdown,
+)
+from gem_app.io.encoder import load_encoder
 from gem_app.viz import cluster_palette, flat_map_figure, globe_figure
 from gem_app.viz.density import png_data_uri, shade_categories, shade_counts, shade_values
 
@@ -44,6 +51,75 @@ def _globe_counts(key: tuple, _xyz) -> np.ndarray:
     lon, lat = sphere_to_lonlat(_xyz)
     width, height = GLOBE_RASTER
     return density_raster(lon, lat, width=width, height=height).counts
+
+
+@st.cache_resource(show_spinner="Loading the offline encoder (once per server)…")
+def _encoder():
+    """The one sentence encoder of the server, shared by every session."""
+    return load_encoder()
+
+
+@st.cache_data(max_entries=32, show_spinner="Searching every document…")
+def _search(key: tuple, query: str, k: int, _view):
+    """Nearest documents and clusters of a query (``key`` names the fit version)."""
+    vector = embed_query(_encoder(), query, dim=_view.run.embeddings.shape[1])
+    return search_documents(
+        vector,
+        _view.run.embeddings,
+        k=k,
+        transform=_view.model.transform,
+        mean_directions=_view.model.mean_directions_,
+    )
+
+
+def _search_hits(view):
+    """The semantic search box; its hits (or None)."""
+    left, right = st.columns([5, 1])
+    query = left.text_input(
+        "Search by meaning",
+        key=keys.MAP_QUERY,
+        placeholder="e.g. a relational database server",
+        help="Embedded by the offline encoder of the corpus and compared (cosine, after the "
+        "fit's anisotropy correction) with every document; the nearest are starred on the map",
+    )
+    top_k = int(
+        right.number_input("Nearest", min_value=1, max_value=500, value=20, key=keys.MAP_TOP_K)
+    )
+    if not query.strip():
+        return None
+    try:
+        return _search((view.name, view.version), query.strip(), top_k, view)
+    except ValueError as exc:
+        st.info(f"Semantic search is not available for this fit: {exc}")
+        return None
+
+
+def _hits_table(view, hits, names) -> None:
+    st.subheader("Nearest documents")
+    best = ", ".join(
+        f"{names[k]} ({s:.2f})"
+        for k, s in zip(hits.clusters[:3], hits.cluster_similarity[:3], strict=True)
+    )
+    st.caption(f"Nearest clusters (cosine to their mean direction): {best}")
+    table = documents_frame(
+        view.run.frame,
+        hits.rows,
+        view.hard_labels,
+        view.q,
+        cluster_names=names,
+        similarity=hits.similarity,
+    )
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        height=280,
+        column_config={
+            "similarity": st.column_config.NumberColumn(format="%.3f"),
+            "probability": st.column_config.NumberColumn(format="%.3f"),
+            "text": st.column_config.TextColumn(width="large"),
+        },
+    )
 
 
 def _colour_values(view, colour_by: str, clusters_all):
@@ -106,12 +182,7 @@ def _selection_panel(view, selected, names) -> None:
         right.dataframe(
             by_category, hide_index=True, width="stretch", column_config={"share": percent}
         )
-    frame = view.run.frame
-    shown = selected[:200]
-    docs = frame.iloc[shown][[c for c in ("id", "label", "tokens", "text") if c in frame]].copy()
-    docs.insert(0, "probability", view.q[shown, view.hard_labels[shown]])
-    docs.insert(0, "cluster", view.hard_labels[shown])
-    docs.insert(0, "row", shown)
+    docs = documents_frame(view.run.frame, selected[:200], view.hard_labels, view.q)
     st.dataframe(docs, hide_index=True, width="stretch", height=240)
     current = st.session_state.get(keys.MAP_ADJUST)
     if current is None or current.fit != view.name:
@@ -189,6 +260,7 @@ def main() -> None:
         "sample neighbours; computed once per fit in the background and stored in the workspace",
     )
 
+    hits = _search_hits(view)
     umap = layout.umap() if want_umap else None
     if umap is not None:
         xyz_all = umap[1]
@@ -232,6 +304,14 @@ def main() -> None:
         colour_title=colour_by,
         categories=categories,
     )
+    hit_text = None
+    if hits is not None:
+        snippets = view.run.frame["text"].to_numpy()[hits.rows]
+        hit_text = [
+            f"#{i + 1} ({s:.2f}): {str(t)[:150]}"
+            for i, (s, t) in enumerate(zip(hits.similarity, snippets, strict=True))
+        ]
+        hit_xyz = np.asarray(xyz_all[hits.rows], dtype=np.float64)
     key = (view.name, view.version, *layout_key)
     if shape == "Map 2D":
         density = None
@@ -253,6 +333,8 @@ def main() -> None:
             colour,
             centres_lonlat=np.column_stack([clon, clat]),
             density_image=density,
+            highlight_lonlat=None if hits is None else np.column_stack(sphere_to_lonlat(hit_xyz)),
+            highlight_text=hit_text,
             **common,
         )
         event = st.plotly_chart(
@@ -270,7 +352,15 @@ def main() -> None:
     else:
         counts = _globe_counts(key, xyz_all) if density_mode != "off" else None
         st.plotly_chart(
-            globe_figure(xyz, colour, centres=centres, density_counts=counts, **common),
+            globe_figure(
+                xyz,
+                colour,
+                centres=centres,
+                density_counts=counts,
+                highlight_xyz=None if hits is None else hit_xyz,
+                highlight_text=hit_text,
+                **common,
+            ),
             width="stretch",
             key=keys.MAP_GLOBE,
         )
@@ -278,13 +368,17 @@ def main() -> None:
             st.caption("The globe's surface is shaded by the number of documents (all of them).")
 
     _pending_adjustments(view)
+    if hits is not None:
+        _hits_table(view, hits, names)
 
     st.subheader("Documents of a cluster")
     left, right = st.columns([1, 2])
     choice = left.selectbox(
         "Cluster", names, key=keys.MAP_CLUSTER, help="Or select points on the 2D map"
     )
-    query = right.text_input("Search in its documents", key=keys.MAP_SEARCH)
+    query = right.text_input(
+        "Filter its documents (words)", key=keys.MAP_SEARCH, help="A substring filter"
+    )
     k = names.index(choice)
     label = view.labels[k]
     st.markdown(

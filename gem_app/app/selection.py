@@ -27,6 +27,7 @@ from gem_app.utils.validation import check_real
 __all__ = [
     "ClusterAdjustments",
     "adjust_editor",
+    "documents_frame",
     "domain_adjustments",
     "selected_rows",
     "selection_breakdown",
@@ -94,6 +95,35 @@ def selection_breakdown(rows, clusters, human=None, n_clusters: int | None = Non
             }
         )
     return by_cluster, by_category
+
+
+def documents_frame(frame, rows, clusters, q, *, cluster_names=None, similarity=None):
+    """The listed documents of a selection or a search, one row each, in ``rows`` order.
+
+    Parameters
+    ----------
+    frame : DataFrame, the run's documents (id, text, tokens, [label])
+    rows : array-like of int, shape (m,)
+    clusters : ndarray of int, shape (N,), hard cluster of every document
+    q : ndarray of shape (N, K), soft assignments
+    cluster_names : sequence of str, length K, optional (shown instead of the ids)
+    similarity : array-like of shape (m,), optional (a search's cosine)
+
+    Returns
+    -------
+    DataFrame with columns row, cluster, probability (``q[row, cluster]``), [similarity],
+    and the frame's id, label, tokens, text
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    k = np.asarray(clusters)[rows]
+    out = frame.iloc[rows][[c for c in ("id", "label", "tokens", "text") if c in frame]]
+    out = out.reset_index(drop=True)
+    if similarity is not None:
+        out.insert(0, "similarity", np.asarray(similarity, dtype=np.float64))
+    out.insert(0, "probability", np.asarray(q[rows, k], dtype=np.float64))
+    out.insert(0, "cluster", k if cluster_names is None else [cluster_names[c] for c in k])
+    out.insert(0, "row", rows)
+    return out
 
 
 @dataclass(frozen=True)

@@ -74,8 +74,10 @@ __all__ = [
     "MAP_EXCLUDE",
     "MAP_FLAT",
     "MAP_GLOBE",
+    "MAP_QUERY",
     "MAP_SEARCH",
     "MAP_SHAPE",
+    "MAP_TOP_K",
     "MAP_UMAP",
     "MIX_BASE",
     "MIX_BETA",
@@ -166,6 +168,8 @@ MAP_BOOST = "map_boost"
 MAP_BOOST_FACTOR = "map_boost_factor"
 MAP_CLEAR = "map_clear"
 MAP_EXCLUDE = "map_exclude"
+MAP_QUERY = "map_query"  # semantic search
+MAP_TOP_K = "map_top_k"
 
 # ---------------------------------------------------------------- Taxonomy
 TAX_LEVEL2 = "tax_level2"
