@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_app.py                 # the bundled sample
     .venv/bin/python bench/bench_app.py --synthetic 200000
+    .venv/bin/python bench/bench_app.py --synthetic 200000 --frozen   # + T / lambda sliders
 
 With warm caches (the fit, its labels and scores computed once before timing), it
 reports the time from a page request to a fully rendered Map page, and from a tau
@@ -91,10 +92,67 @@ def time_app(workspace: str, fit: str | None, repeats: int = 5) -> dict:
     return {"map_s": statistics.median(map_times), "tau_slider_s": statistics.median(slider_times)}
 
 
+FROZEN_MOVES = [(1.05, 1.0), (1.1, 1.0), (1.1, 1.2), (1.15, 1.2), (1.15, 1.5), (1.2, 1.5)]
+
+
+def time_frozen_sliders(workspace: str, fit: str | None) -> dict:
+    """Mix & Export's frozen-geometry sliders (T, lambda), one step at a time, warm caches.
+
+    Three timings per move (medians): ``page_s``, the whole page rerun under AppTest (which
+    does not rerun fragments alone); ``fragment_s``, what the browser waits for (the section
+    is a fragment: the q-step and its figure); ``before_s``, the q-step as it was solved before
+    (:func:`q_from_scores` from the fit's dual, every pass an exp over the N x K scores).
+    """
+    from streamlit.testing.v1 import AppTest
+
+    from gem_app.app import state as app_state
+    from gem_app.core.reassign import q_from_scores
+    from gem_app.viz import masses_shift_figure
+
+    os.environ["GEM_WORKSPACE"] = workspace
+    os.environ["GEM_APP_UMAP"] = "0"
+    at = AppTest.from_file(ENTRY, default_timeout=1800)
+    at.run()
+    if fit is not None:
+        at.selectbox(key=keys.FIT_NAME).set_value(fit).run()
+    at.switch_page("mix.py").run()  # warm: domains, scores, the solver
+    assert not at.exception, [e.value for e in at.exception]
+    page = []
+    for T, lam in FROZEN_MOVES:
+        start = time.perf_counter()
+        at.slider(key=keys.MIX_T).set_value(T)
+        at.slider(key=keys.MIX_LAMBDA).set_value(lam).run()
+        page.append(time.perf_counter() - start)
+    assert not at.exception, [e.value for e in at.exception]
+    view = app_state.fit_view(app_state.open_workspace(workspace), fit or app_state.SAMPLE_FIT)
+    fragment, before = [], []
+    for T, lam in FROZEN_MOVES:
+        T, lam = T + 0.5, lam + 0.5  # positions the view has not cached yet
+        start = time.perf_counter()
+        moved = view.reassign(T, lam)
+        masses_shift_figure(view.masses, moved.masses, view.label_names)
+        fragment.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        q_from_scores(
+            view.scores, view.weights, temperature=T, balance=lam, dual_start=view.model.dual_
+        )
+        before.append(time.perf_counter() - start)
+    return {
+        "page_s": statistics.median(page),
+        "fragment_s": statistics.median(fragment),
+        "before_s": statistics.median(before),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--synthetic", type=int, default=0, help="also time an N-document synthetic corpus"
+    )
+    parser.add_argument(
+        "--frozen",
+        action="store_true",
+        help="also time the frozen-geometry sliders (T, lambda) of Mix & Export",
     )
     args = parser.parse_args()
     from gem_app.app import state as app_state
@@ -107,6 +165,8 @@ def main() -> None:
             f"sample (5,000 docs): map {result['map_s']:.2f} s (goal < 3 s), "
             f"tau slider {1000 * result['tau_slider_s']:.0f} ms (goal < 150 ms)"
         )
+        if args.frozen:
+            _print_frozen("sample (5,000 docs)", time_frozen_sliders(str(ws.root), None))
         if args.synthetic:
             root = Path(tmp) / "synthetic"
             root.mkdir()
@@ -116,6 +176,17 @@ def main() -> None:
                 f"synthetic ({args.synthetic:,} docs, map capped at 30,000): map {result['map_s']:.2f} s, "
                 f"tau slider {1000 * result['tau_slider_s']:.0f} ms"
             )
+            if args.frozen:
+                frozen = time_frozen_sliders(workspace, "synthetic")
+                _print_frozen(f"synthetic ({args.synthetic:,} docs)", frozen)
+
+
+def _print_frozen(what: str, result: dict) -> None:
+    print(
+        f"{what}: frozen-geometry T/lambda slider {1000 * result['fragment_s']:.0f} ms "
+        f"(the fragment: q-step + figure; goal < 150 ms; before: q-step alone "
+        f"{1000 * result['before_s']:.0f} ms), whole page rerun {1000 * result['page_s']:.0f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -211,20 +211,7 @@ def main() -> None:
             epochs_figure(report.epochs, labels, max_epochs=max_epochs or None), width="stretch"
         )
 
-    st.subheader("Soft memberships with the geometry frozen")
-    st.caption(
-        "One exact q-step of GEM at a new assignment temperature and balance: the vMF "
-        "directions and concentrations stay fixed, the masses move."
-    )
-    r1, r2 = st.columns(2)
-    T = r1.slider(
-        "Assignment temperature T", 0.1, 3.0, float(view.model.temperature), 0.05, key=keys.MIX_T
-    )
-    lam = r2.slider("Balance λ", 0.0, 20.0, float(view.model.balance), 0.1, key=keys.MIX_LAMBDA)
-    moved = view.reassign(T, lam)
-    st.plotly_chart(
-        masses_shift_figure(view.masses, moved.masses, view.label_names), width="stretch"
-    )
+    _frozen_geometry(view)
 
     st.subheader("Export")
 
@@ -248,6 +235,30 @@ def main() -> None:
         save_mixture(document(), name, ws)
         st.success(f"Saved as mixtures/{name} in the workspace.")
     _compare_saved(ws, view, EXTENSIONS)
+
+
+@st.fragment
+def _frozen_geometry(view) -> None:
+    """The masses at another T and lambda; a fragment: moving these sliders reruns only it
+    (its own errors become messages too: a fragment's rerun is outside the page's)."""
+    shared.run_page(lambda: _frozen_geometry_body(view))
+
+
+def _frozen_geometry_body(view) -> None:
+    st.subheader("Soft memberships with the geometry frozen")
+    st.caption(
+        "One exact q-step of GEM at a new assignment temperature and balance: the vMF "
+        "directions and concentrations stay fixed, the masses move."
+    )
+    r1, r2 = st.columns(2)
+    T = r1.slider(
+        "Assignment temperature T", 0.1, 3.0, float(view.model.temperature), 0.05, key=keys.MIX_T
+    )
+    lam = r2.slider("Balance λ", 0.0, 20.0, float(view.model.balance), 0.1, key=keys.MIX_LAMBDA)
+    moved = view.reassign(T, lam)
+    st.plotly_chart(
+        masses_shift_figure(view.masses, moved.masses, view.label_names), width="stretch"
+    )
 
 
 def _use_saved(doc, name: str, fit: str, folder) -> None:

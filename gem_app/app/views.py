@@ -25,7 +25,7 @@ from gem_app.app.projection import (
     umap_sphere,
 )
 from gem_app.core.gis import compute_gis
-from gem_app.core.reassign import Reassignment, document_scores, q_from_scores
+from gem_app.core.reassign import FrozenQStep, Reassignment, document_scores
 from gem_app.evaluate.baselines import run_baseline
 from gem_app.evaluate.compare import compare_labels, top_categories
 from gem_app.export.domains import DomainSet, cluster_domains, domains_from_run
@@ -204,6 +204,15 @@ class FitView:
         with self._lock:
             return _frozen(document_scores(self.run.model, self.run.embeddings))
 
+    @cached_property
+    def frozen(self) -> FrozenQStep:
+        """The sliders' q-step solver over :attr:`scores`, seeded with the fit's own dual."""
+        with self._lock:
+            model = self.run.model
+            solver = FrozenQStep(self.scores, self.weights)
+            solver.remember(model.temperature, model.balance, model.dual_)
+            return solver
+
     def reassign(self, temperature: float, balance: float) -> Reassignment:
         """One exact q-step at (T, lambda), the last 8 results kept."""
         key = (round(float(temperature), 6), round(float(balance), 6))
@@ -211,14 +220,7 @@ class FitView:
             if key in self._reassigned:
                 self._reassigned.move_to_end(key)
                 return self._reassigned[key]
-            start = self.run.model.dual_
-            result = q_from_scores(
-                self.scores,
-                self.weights,
-                temperature=temperature,
-                balance=balance,
-                dual_start=start,
-            )
+            result = self.frozen.solve(temperature, balance)
             self._reassigned[key] = result
             while len(self._reassigned) > 8:
                 self._reassigned.popitem(last=False)
