@@ -91,8 +91,8 @@ def _start_form(ws, view, tax_key: str, n_studies: int) -> None:
             PRESETS,
             index=1,
             key=keys.EVAL_PRESET,
-            help="ci: seconds per proxy (a smoke test); cpu: about a minute per proxy on a CPU "
-            "core; gpu: for a CUDA device",
+            help="ci: seconds per proxy (a smoke test); cpu: about 15 s per proxy on a CPU core "
+            "(10-12 minutes for a study of 24 candidates); gpu: for a CUDA device",
         )
         candidates = c1.number_input(
             "RegMix candidates (0 = the preset's)",
@@ -282,7 +282,7 @@ def main() -> None:
     if not names:
         st.info(
             "No study of this fit yet: start one above (the `ci` size finishes in about a "
-            "minute; `cpu` takes tens of minutes).",
+            "minute; `cpu` takes 10-12 minutes with 24 candidates).",
             icon=":material/science:",
         )
         return
