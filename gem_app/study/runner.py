@@ -10,7 +10,8 @@
    log-linear law, top-k averaging for boosting), then **train and measure** the recommended
    mixture with every seed; ``doremi``: DoReMi rounds against the natural proxy, each round's
    averaged weights trained and measured;
-4. write ``regression.json``, ``study.json`` and ``recommended.json``.
+4. write ``regression.json``, ``study.json`` and ``recommended.json``, and a copy of them in
+   ``results/<method>-<target>/`` (another method or target in the folder keeps this result).
 
 Every proxy of a study shares one initialisation and data-order seed (the noise repeats use
 the next seeds), so differences between mixtures are paired.
@@ -53,6 +54,7 @@ __all__ = ["StudyProgress", "StudyResult", "PlannedProxy", "run_study"]
 STUDY_FILE = "study.json"
 RECOMMENDED_FILE = "recommended.json"
 REGRESSION_FILE = "regression.json"
+RESULTS_DIR = "results"  # results/<method>-<target>/: every result the folder has held
 
 
 @dataclass(frozen=True)
@@ -351,18 +353,24 @@ def run_study(
                 predicted = float(target(choice.model.predict(weights[None, :]))[0])
         measured = float(target(regression_data([final])[1])[0])
         regression = dict(regression, target=target.name)
-        folder.write("regression.json", regression)
         study = study_document(
             data.domains.names,
             records,
             regression,
             {"weights": list(weights), "predicted": predicted, "measured": measured},
         )
-        recommended_path = None
+        doc = None
         if data.domains.domain_set is not None:
             doc = recommended_document(run, data.domains.domain_set, weights)
-            recommended_path = folder.write(RECOMMENDED_FILE, doc)
-        folder.write(STUDY_FILE, study)
+        # every (method, target) keeps its own copy: another --method or --target in the same
+        # folder replaces the top-level summary, never the earlier result
+        kept = f"{RESULTS_DIR}/{config.method}-{_slug(target.name)}"
+        for prefix in (kept, ""):
+            folder.write(f"{prefix}/{REGRESSION_FILE}".lstrip("/"), regression)
+            recommended_path = None
+            if doc is not None:
+                recommended_path = folder.write(f"{prefix}/{RECOMMENDED_FILE}".lstrip("/"), doc)
+            folder.write(f"{prefix}/{STUDY_FILE}".lstrip("/"), study)
         trainer.emit("done", message=f"study written to {folder.path}")
         return StudyResult(
             folder.path, study, regression, recommended_path, trainer.trained, trainer.reused

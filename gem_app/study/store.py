@@ -189,6 +189,7 @@ class StudyFolder:
     def write(self, relpath: str, obj) -> Path:
         """Write a JSON document of the folder (atomically); return its path."""
         path = self.path / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, obj)
         return path
 

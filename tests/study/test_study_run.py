@@ -115,6 +115,15 @@ def test_other_target_reuses_the_proxies_and_trains_a_new_recommendation(finishe
     assert len(worst.trained) == len(CI.seeds)
     main = next(p for p in worst.study["proxies"] if p["kind"] == "recommended")
     assert worst.study["recommended"]["measured"] == pytest.approx(max(main["bpb"]))
+    # the mean-target result is kept beside the new one, each with its three files
+    kept = {p.parent.name for p in (out / "results").glob("*/study.json")}
+    assert kept == {"regmix-mean", "regmix-worst"}
+    assert json.loads((out / "results/regmix-mean/study.json").read_text()) == result.study
+    assert json.loads((out / "results/regmix-worst/study.json").read_text()) == worst.study
+    assert json.loads((out / "study.json").read_text()) == worst.study
+    for tag in kept:
+        assert (out / "results" / tag / "regression.json").is_file()
+        assert (out / "results" / tag / "recommended.json").is_file()
     run_study(run_dir, out, CI)  # restore the shared study.json
 
 
