@@ -8,6 +8,7 @@ matrix is the one large buffer of a fit.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,7 +105,9 @@ class Rows:
     L = I without whitening), computed in the compute dtype. The points are cached
     when the input had to be copied anyway (another dtype or device) or when they
     take less than POINT_CACHE_BYTES; otherwise each pass recomputes them from the
-    input rows, with the same arithmetic, so both paths give identical numbers.
+    input rows, with the same arithmetic, so both paths give identical numbers (and each
+    thread keeps the chunk it computed last: a pass that reads a chunk's points for the
+    scores and again for the resultants computes them once).
 
     Parameters
     ----------
@@ -148,6 +151,7 @@ class Rows:
             and X.dtype in (np.float32, np.float64, torch.float32, torch.float64)
         )
         self._cache = [] if copied or n * d * itemsize <= POINT_CACHE_BYTES else None
+        self._last = threading.local()  # (j, points) of the chunk a thread computed last
         keep = self._cache is not None
 
         def check(j: int):
@@ -179,23 +183,36 @@ class Rows:
         return correct_units(units, self.mean, self.whitening_t, self.eps)
 
     def points(self, j: int) -> torch.Tensor:
-        """x for chunk j, shape (n_j, n_features), compute dtype."""
-        return self._cache[j] if self._cache is not None else self._compute(j)[0]
+        """x for chunk j, shape (n_j, n_features), compute dtype (not to be modified)."""
+        if self._cache is not None:
+            return self._cache[j]
+        last = getattr(self._last, "chunk", None)
+        if last is not None and last[0] == j:
+            return last[1]
+        x = self._compute(j)[0]
+        self._last.chunk = (j, x)
+        return x
 
     def gather(self, indices, dtype=torch.float64) -> np.ndarray:
         """x for the given row indices as numpy, shape (len(indices), n_features).
 
         ``dtype``: float64 (default) or the compute dtype (no conversion; half the bytes
-        in float32).
+        in float32). The chunks holding the rows are read on the worker threads.
         """
         indices = np.asarray(indices, dtype=np.int64)
         starts = np.array([a for a, _ in self.bounds])
         which = np.searchsorted(starts, indices, side="right") - 1
+        chunks = np.unique(which)
         out = torch.empty((len(indices), self.n_features), dtype=dtype)
-        for j in np.unique(which):
+
+        def take(t: int) -> None:
+            j = int(chunks[t])
             pos = np.flatnonzero(which == j)
             local = torch.as_tensor(indices[pos] - starts[j], device=self.device)
-            out[torch.as_tensor(pos)] = self.points(int(j)).index_select(0, local).to("cpu", dtype)
+            out[torch.as_tensor(pos)] = self.points(j).index_select(0, local).to("cpu", dtype)
+
+        with chunk_workers(self.device):
+            map_chunks(take, len(chunks))
         return out.numpy()
 
 

@@ -117,3 +117,20 @@ def test_rows_refuse_rows_with_no_direction_left_by_number():
             dtype=torch.float32,
             chunk_size=4,
         )
+
+
+def test_uncached_points_are_computed_once_per_consecutive_read(monkeypatch):
+    monkeypatch.setattr("gem_app.core.rows.POINT_CACHE_BYTES", 0)
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(20, 3))
+    rows = prepare_rows(
+        X, np.ones(20), None, None, device=torch.device("cpu"), dtype=torch.float64, chunk_size=6
+    )
+    computed = []
+    original = rows._compute
+    monkeypatch.setattr(rows, "_compute", lambda j: computed.append(j) or original(j))
+    expected = X / np.linalg.norm(X, axis=1, keepdims=True)
+    for j in [0, 0, 1, 1, 1, 3, 0]:
+        a, b = rows.bounds[j]
+        np.testing.assert_allclose(rows.points(j).numpy(), expected[a:b], rtol=1e-15)
+    assert computed == [0, 1, 3, 0]
