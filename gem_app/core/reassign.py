@@ -30,6 +30,7 @@ from sklearn.utils.validation import check_is_fitted
 from gem_app.core import dual, mm
 from gem_app.core.rows import RowWeights, prepare_rows
 from gem_app.core.tempered import TemperedScores
+from gem_app.core.threads import chunk_workers
 from gem_app.utils.validation import check_real
 
 __all__ = ["FrozenQStep", "Reassignment", "document_scores", "q_from_scores", "q_step"]
@@ -126,8 +127,16 @@ class FrozenQStep:
         return self._solved[key]
 
     def solve(self, temperature: float, balance: float) -> Reassignment:
-        """The exact q-step at (T, lambda): masses, dual, memberships on demand."""
+        """The exact q-step at (T, lambda): masses, dual, memberships on demand.
+
+        The passes run chunk-parallel in one :func:`gem_app.core.threads.chunk_workers`
+        session. Not thread-safe: one solve at a time (the app's view holds a lock).
+        """
         T, lam = _check_slider(temperature, balance)
+        with chunk_workers(self._device):
+            return self._solve(T, lam)
+
+    def _solve(self, T: float, lam: float) -> Reassignment:
         tempered = self._tempered_at(T)
         if lam == 0.0:  # eta = 0 is exact; one pass gives the masses
             eta = np.zeros(self.n_clusters)
@@ -144,12 +153,15 @@ class FrozenQStep:
         if not self._tempered_ok:
             return None
         if self._tempered is None or self._tempered.temperature != T:
-            buffer = None if self._tempered is None else self._tempered.exponentials
-            self._tempered = TemperedScores(self._scores, self._weights, T, out=buffer)
+            self._tempered = TemperedScores(self._scores, self._weights, T, reuse=self._tempered)
         return self._tempered
 
     def _newton(self, tempered, eta, T: float, lam: float):
-        """Damped full-Newton steps over the tempered passes, finished by :func:`_solve_warm`."""
+        """Damped full-Newton steps over the tempered passes, finished by :func:`_solve_warm`.
+
+        A step is kept only if it lowers the dual g (as in :func:`_solve_warm`); the exact path
+        takes over when no step lowers it, or after ``_TEMPERED_NEWTON_STEPS`` steps.
+        """
         eta = eta - eta.mean()
         stats = tempered.stats(eta) if tempered is not None else None
         if stats is not None:
@@ -158,7 +170,14 @@ class FrozenQStep:
                 if dual.duality_gap(stats.masses, eta, lam) <= _GAP_TOL:
                     return eta, stats
                 step = dual.newton_step(eta, stats, T, lam) - eta
-                for halvings in range(_HALVINGS):  # far starts need deep backtracking
+                # far from the solution (nearly hard assignments, a peaked beta) the Hessian is
+                # nearly singular and a full step can reach |step| ~ 1e9: at most max(T, lambda,
+                # 1) per coordinate (a box trust region), then backtracking
+                length = np.abs(step).max()
+                radius = max(T, lam, 1.0)
+                if length > radius:
+                    step *= radius / length
+                for halvings in range(_HALVINGS):
                     candidate = eta + 0.5**halvings * step
                     trial = tempered.stats(candidate)
                     if trial is not None and trial.dual(candidate, T, lam) <= value:
