@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import plotly.io
 
 from gem_app.app import session_keys as keys
 from gem_app.app.bundle import APP_ENTRY
@@ -98,10 +99,11 @@ FROZEN_MOVES = [(1.05, 1.0), (1.1, 1.0), (1.1, 1.2), (1.15, 1.2), (1.15, 1.5), (
 def time_frozen_sliders(workspace: str, fit: str | None) -> dict:
     """Mix & Export's frozen-geometry sliders (T, lambda), one step at a time, warm caches.
 
-    Three timings per move (medians): ``page_s``, the whole page rerun under AppTest (which
-    does not rerun fragments alone); ``fragment_s``, what the browser waits for (the section
-    is a fragment: the q-step and its figure); ``before_s``, the q-step as it was solved before
-    (:func:`q_from_scores` from the fit's dual, every pass an exp over the N x K scores).
+    Timings per move (medians): ``page_s``, the whole page rerun under AppTest (which does
+    not rerun fragments alone); ``fragment_s``, what the browser waits for (the section is a
+    fragment: the q-step, its figure and the figure's JSON); ``solve_s``, the q-step alone;
+    ``before_s``, the q-step as it was solved before (:func:`q_from_scores` from the fit's
+    dual, every pass an exp over the N x K scores).
     """
     from streamlit.testing.v1 import AppTest
 
@@ -125,12 +127,13 @@ def time_frozen_sliders(workspace: str, fit: str | None) -> dict:
         page.append(time.perf_counter() - start)
     assert not at.exception, [e.value for e in at.exception]
     view = app_state.fit_view(app_state.open_workspace(workspace), fit or app_state.SAMPLE_FIT)
-    fragment, before = [], []
+    fragment, solve, before = [], [], []
     for T, lam in FROZEN_MOVES:
         T, lam = T + 0.5, lam + 0.5  # positions the view has not cached yet
         start = time.perf_counter()
         moved = view.reassign(T, lam)
-        masses_shift_figure(view.masses, moved.masses, view.label_names)
+        solve.append(time.perf_counter() - start)
+        plotly.io.to_json(masses_shift_figure(view.masses, moved.masses, view.label_names))
         fragment.append(time.perf_counter() - start)
         start = time.perf_counter()
         q_from_scores(
@@ -140,6 +143,7 @@ def time_frozen_sliders(workspace: str, fit: str | None) -> dict:
     return {
         "page_s": statistics.median(page),
         "fragment_s": statistics.median(fragment),
+        "solve_s": statistics.median(solve),
         "before_s": statistics.median(before),
     }
 
@@ -184,8 +188,9 @@ def main() -> None:
 def _print_frozen(what: str, result: dict) -> None:
     print(
         f"{what}: frozen-geometry T/lambda slider {1000 * result['fragment_s']:.0f} ms "
-        f"(the fragment: q-step + figure; goal < 150 ms; before: q-step alone "
-        f"{1000 * result['before_s']:.0f} ms), whole page rerun {1000 * result['page_s']:.0f} ms"
+        f"(the fragment: q-step + figure + JSON; goal < 150 ms), q-step "
+        f"{1000 * result['solve_s']:.0f} ms (before: {1000 * result['before_s']:.0f} ms), "
+        f"whole page rerun {1000 * result['page_s']:.0f} ms"
     )
 
 

@@ -190,3 +190,9 @@ def test_gem_app_from_the_wheel_answers_health(installed):
         if cmdline.exists():  # gem app exec'd Streamlit on the wheel's entry script
             argv = cmdline.read_bytes().split(b"\0")
             assert str(target / "gem_studio_pages" / "streamlit_app.py").encode() in argv
+            # a viewer's toolbar (no Deploy button), no file watching: flags, so no config
+            # file has to be found beside the installed pages
+            flags = {argv[i]: argv[i + 1] for i in range(len(argv) - 1) if argv[i][:2] == b"--"}
+            assert flags[b"--client.toolbarMode"] == b"viewer"
+            assert flags[b"--server.fileWatcherType"] == b"none"
+            assert flags[b"--server.runOnSave"] == b"false"
