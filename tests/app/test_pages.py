@@ -127,3 +127,14 @@ def test_sessions_do_not_share_unsaved_state(app_env):
         second_weights["weight"], second_weights["natural_share"], check_names=False
     )
     assert not np.allclose(first_weights["weight"], first_weights["natural_share"])
+
+
+def test_compare_baselines_show_their_progress_and_metrics(app_env):
+    at = open_page(new_session(), "compare")
+    at.toggle(key=keys.CMP_BASELINES).set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    (status,) = at.status  # the progress box, complete
+    assert status.label == "Baselines: k-means, vMF-EM (learned prior)"
+    metrics = frame_with(at, "method")
+    assert metrics["method"].tolist() == ["GEM", "kmeans", "vmf-em"]
+    assert metrics["nmi"].between(0, 1).all() and metrics["nmi"].nunique() == 3
