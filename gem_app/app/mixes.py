@@ -186,7 +186,7 @@ class MixtureComparison:
         return {
             "names": self.names,
             "domains": [
-                f"{i}: {label[:22]}" for i, label in zip(self.ids, self.labels, strict=True)
+                f"{i}: {label[:16]}" for i, label in zip(self.ids, self.labels, strict=True)
             ],
             "weights": self.weights,
             "natural": self.natural,

@@ -17,7 +17,7 @@ from plotly.subplots import make_subplots
 
 from gem_app.viz.style import cluster_palette, finish
 
-__all__ = ["METRIC_PANELS", "mixtures_figure"]
+__all__ = ["EPOCH_CAP", "METRIC_PANELS", "NATURAL", "mixtures_figure"]
 
 # trace name -> panel title of the bottom row, in order (the traces carry these names)
 METRIC_PANELS = {
@@ -26,7 +26,7 @@ METRIC_PANELS = {
     "kl_to_natural": "KL(w ‖ natural), nats",
     "largest_epochs": "Most epochs of a domain",
 }
-NATURAL = "natural"
+NATURAL = "natural shares"
 EPOCH_CAP = "epoch_cap"
 
 
@@ -71,7 +71,7 @@ def mixtures_figure(
     Returns
     -------
     plotly.graph_objects.Figure
-        Top-panel traces are named ``"natural"`` and after each mixture; bottom-panel traces
+        Top-panel traces are named ``"natural shares"`` and after each mixture; bottom-panel traces
         after the keys of :data:`METRIC_PANELS` and ``"epoch_cap"``.
     """
     names = [str(n) for n in names]
@@ -96,8 +96,8 @@ def mixtures_figure(
         cols=len(METRIC_PANELS),
         specs=[[{"colspan": len(METRIC_PANELS)}] + [None] * (len(METRIC_PANELS) - 1)]
         + [[{}] * len(METRIC_PANELS)],
-        row_heights=[0.62, 0.38],
-        vertical_spacing=0.2,
+        row_heights=[0.6, 0.4],
+        vertical_spacing=0.22,  # room for the slanted domain labels above the panel titles
         horizontal_spacing=0.06,
         subplot_titles=["Weight per domain", *METRIC_PANELS.values()],
     )
@@ -155,4 +155,4 @@ def mixtures_figure(
     fig.update_xaxes(tickangle=-45, tickfont={"size": 10}, row=1, col=1)
     fig.update_yaxes(title="share of training tokens", row=1, col=1)
     fig.update_xaxes(tickfont={"size": 10}, row=2)
-    return finish(fig, height=640)
+    return finish(fig, height=720)

@@ -9,6 +9,7 @@ from scipy import stats
 from gem_app.app import session_keys as keys
 from gem_app.app.mixes import compare_documents
 from gem_app.export.saved import load_saved_mixture
+from gem_app.viz.mixtures import NATURAL
 from tests.app.helpers import frame_with, new_session, open_page, plotly_array, plotly_figures
 
 
@@ -39,7 +40,7 @@ def test_save_two_mixtures_and_compare_them(app_env):
     assert docs["hot"]["mixing"]["tau"] == 2.0 and docs["cold"]["mixing"]["tau"] == 0.5
     traces = _comparison_traces(at)
     natural = np.array([d["natural_share"] for d in docs["hot"]["domains"]])
-    np.testing.assert_allclose(plotly_array(traces["natural"]["y"]), natural)
+    np.testing.assert_allclose(plotly_array(traces[NATURAL]["y"]), natural)
     entropies, kls = [], []
     for m, name in enumerate(("hot", "cold")):
         weights = np.array([d["weight"] for d in docs[name]["domains"]])

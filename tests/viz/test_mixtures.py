@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gem_app.viz.mixtures import METRIC_PANELS, mixtures_figure
+from gem_app.viz.mixtures import METRIC_PANELS, NATURAL, mixtures_figure
 from tests.viz.test_viz import _dict
 
 
@@ -36,9 +36,9 @@ def test_weights_and_metrics_reach_their_panels(three_mixtures):
         epoch_cap=[np.nan, 3.0, 4.0],
     )
     traces = _traces(fig)
-    assert list(traces) == ["natural", *names, *METRIC_PANELS, "epoch_cap"]
-    np.testing.assert_allclose(traces["natural"]["y"], natural)
-    assert traces["natural"]["x"] == domains
+    assert list(traces) == [NATURAL, *names, *METRIC_PANELS, "epoch_cap"]
+    np.testing.assert_allclose(traces[NATURAL]["y"], natural)
+    assert traces[NATURAL]["x"] == domains
     for m, name in enumerate(names):  # one bar per domain, in the domains' order
         assert traces[name]["x"] == domains
         np.testing.assert_allclose(traces[name]["y"], weights[m])
