@@ -119,3 +119,20 @@ def test_warm_start_comes_from_the_nearest_solved_point(problem):
         frozen.remember(1.0, 1.0, np.zeros(3))
     with pytest.raises(ValueError, match="temperature"):
         frozen.solve(0.0, 1.0)
+
+
+def test_the_exp_path_finishes_when_the_tempered_passes_cannot(problem, monkeypatch):
+    s, w = problem
+    cold = {m: q_from_scores(s, w, temperature=m[0], balance=m[1]) for m in SLIDER_PATH}
+    # every tempered pass underflows: the exact exp path solves each move
+    monkeypatch.setattr(TemperedScores, "stats", lambda self, eta, full=None: None)
+    underflowing = FrozenQStep(s, w)
+    for move in SLIDER_PATH:
+        np.testing.assert_allclose(underflowing.solve(*move).masses, cold[move].masses, atol=2e-6)
+    monkeypatch.undo()
+    # too many entries for float64 exponentials: the exp path, warm from the nearest point
+    monkeypatch.setattr(reassign, "_TEMPERED_MAX_ENTRIES", s.size - 1)
+    large = FrozenQStep(s, w)
+    for move in SLIDER_PATH:
+        np.testing.assert_allclose(large.solve(*move).masses, cold[move].masses, atol=2e-6)
+    assert large._tempered is None
