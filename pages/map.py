@@ -264,7 +264,7 @@ def main() -> None:
     umap = layout.umap() if want_umap else None
     if umap is not None:
         xyz_all = umap[1]
-        layout_name, layout_key = "UMAP (haversine output metric)", ("umap", str(layout.path))
+        layout_name, layout_key = "UMAP (haversine output metric)", ("umap", layout.stamp)
     else:
         with st.spinner("Projecting every document…"):
             xyz_all = layout.principal()

@@ -46,7 +46,8 @@ __all__ = [
 LAYOUT_FILE = "layout-umap.npz"
 _LAYOUTS: dict = {}
 _LAYOUTS_LOCK = threading.Lock()
-_CHUNK = 8192  # documents per chunk of the transform and of the neighbour GEMM
+_CHUNK = 8192  # documents per chunk of the transform
+_GEMM_FLOATS = 1 << 24  # similarities per chunk of the neighbour GEMM (64 MB of float32)
 
 
 def umap_sample_size() -> int:
@@ -84,7 +85,7 @@ def place_by_neighbours(
     *,
     n_neighbors: int = 4,
     sharpness: float = 50.0,
-    chunk_rows: int = _CHUNK,
+    chunk_rows: int | None = None,
     progress=None,
 ) -> np.ndarray:
     """Place points on S^2 from their nearest anchors (cosine similarity of unit rows).
@@ -97,8 +98,8 @@ def place_by_neighbours(
     n_neighbors : int >= 1
         Neighbours blended (weights ``exp((s_j - s_max) * sharpness)``); a point equal to an
         anchor lands on it when its other neighbours are less similar.
-    chunk_rows : int
-        Points per GEMM (memory ``chunk_rows * m`` floats).
+    chunk_rows : int, optional
+        Points per GEMM (memory ``chunk_rows * m`` floats); default: 2^24 / m (64 MB).
     progress : callable, optional
         ``progress(done, n)`` after each chunk.
 
@@ -114,6 +115,8 @@ def place_by_neighbours(
             f"anchors {tuple(anchors_t.shape)} and anchor_xyz {anchor_xyz.shape} disagree"
         )
     k = min(check_int(n_neighbors, "n_neighbors", minimum=1), anchors_t.shape[0])
+    if chunk_rows is None:
+        chunk_rows = max(64, _GEMM_FLOATS // max(anchors_t.shape[0], 1))
     out = np.empty((n, 3), dtype=np.float64)
     for start in range(0, n, chunk_rows):
         block = torch.from_numpy(
@@ -182,10 +185,14 @@ class MapLayout:
         """xyz of every document on the principal-directions sphere, float32 (N, 3)."""
         with self._lock:
             if self._principal is None:
-                points = _corrected(self.model, self.embeddings)
-                xyz, _ = principal_sphere(points, self.model.mean_directions_)
-                self._principal = xyz.astype(np.float32)
-                self._principal.flags.writeable = False
+                xyz = np.empty((self.n_documents, 3), dtype=np.float32)
+                mu = self.model.mean_directions_
+                for start in range(0, self.n_documents, _CHUNK):  # N x 3 kept, not N x d
+                    rows = np.arange(start, min(start + _CHUNK, self.n_documents))
+                    points = _corrected(self.model, self.embeddings, rows)
+                    xyz[rows] = principal_sphere(points, mu)[0]
+                xyz.flags.writeable = False
+                self._principal = xyz
             return self._principal
 
     # ---------------------------------------------------------------- UMAP
@@ -203,6 +210,14 @@ class MapLayout:
                 xyz.flags.writeable = False
                 self._umap = (rows, xyz)
             return self._umap
+
+    @property
+    def stamp(self) -> int:
+        """When the stored UMAP layout was written (ns), 0 when there is none: a cache key."""
+        try:
+            return self.path.stat().st_mtime_ns
+        except OSError:
+            return 0
 
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()

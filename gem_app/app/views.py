@@ -2,7 +2,7 @@
 
 :class:`FitView` is shared by every browser session (see :func:`gem_app.app.state.fit_view`):
 its arrays are read-only and each lazy result is computed under a lock. Slow results
-(cluster labels, the UMAP layout) are also cached on disk under
+(cluster labels; the map layouts of :mod:`gem_app.app.layout`) are also cached on disk under
 ``<workspace>/.cache/fits/<name>/<model sha>/`` so an app restart reuses them.
 """
 
@@ -17,13 +17,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gem_app.app.projection import (
-    DEFAULT_POINT_CAP,
-    cluster_centres,
-    principal_sphere,
-    stratified_sample,
-    umap_sphere,
-)
 from gem_app.core.gis import compute_gis
 from gem_app.core.reassign import FrozenQStep, Reassignment, document_scores
 from gem_app.evaluate.baselines import run_baseline
@@ -31,7 +24,7 @@ from gem_app.evaluate.compare import compare_labels, top_categories
 from gem_app.export.domains import DomainSet, cluster_domains, domains_from_run
 from gem_app.storage.runs import load_run
 from gem_app.taxonomy.labels import ClusterLabel, LabelSet, cluster_labels
-from gem_app.utils.files import atomic_path, write_json
+from gem_app.utils.files import write_json
 
 __all__ = ["FitView"]
 
@@ -56,8 +49,6 @@ class FitView:
         self._lock = threading.RLock()
         self._reassigned: OrderedDict = OrderedDict()
         self._baselines: dict = {}
-        self._umap_thread: threading.Thread | None = None
-        self.umap_error: str | None = None
 
     @classmethod
     def open(cls, name: str, info, cache: Path) -> FitView:
@@ -225,64 +216,6 @@ class FitView:
             while len(self._reassigned) > 8:
                 self._reassigned.popitem(last=False)
             return result
-
-    # ------------------------------------------------------------------ map layouts
-    def display_rows(self, cap: int = DEFAULT_POINT_CAP) -> np.ndarray:
-        """At most ``cap`` document rows, stratified by cluster (the points sent to the browser)."""
-        return stratified_sample(self.hard_labels, cap, random_state=0)
-
-    def principal_layout(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Instant layout: xyz (len(rows), 3) and cluster centres (K, 3) on S^2."""
-        points = self.run.model.transform(self.run.embeddings[rows])
-        return principal_sphere(points, self.run.model.mean_directions_)
-
-    def _umap_path(self, cap: int) -> Path:
-        return self.cache / f"umap-{cap}.npz"
-
-    def umap_layout(self, cap: int = DEFAULT_POINT_CAP):
-        """The cached UMAP layout ``(rows, xyz, centres)`` for this cap, or None if not computed."""
-        path = self._umap_path(cap)
-        if not path.is_file():
-            return None
-        with np.load(path, allow_pickle=False) as data:
-            rows, xyz = data["rows"], data["xyz"]
-        labels = self.hard_labels[rows]
-        return rows, xyz, cluster_centres(xyz, labels, self.n_clusters)
-
-    def umap_running(self) -> bool:
-        return self._umap_thread is not None and self._umap_thread.is_alive()
-
-    def start_umap(self, cap: int = DEFAULT_POINT_CAP, *, n_epochs=None) -> bool:
-        """Compute the UMAP layout in a background thread (once); True when one is running."""
-        with self._lock:
-            if self._umap_path(cap).is_file():
-                return False
-            if self.umap_running():
-                return True
-            self.umap_error = None
-            self._umap_thread = threading.Thread(
-                target=self._compute_umap,
-                args=(cap, n_epochs),
-                daemon=True,
-                name=f"umap-{self.name}",
-            )
-            self._umap_thread.start()
-            return True
-
-    def compute_umap(self, cap: int = DEFAULT_POINT_CAP, *, n_epochs=None) -> None:
-        """Compute and cache the UMAP layout now (blocking)."""
-        self._compute_umap(cap, n_epochs)
-
-    def _compute_umap(self, cap: int, n_epochs) -> None:
-        try:
-            rows = self.display_rows(cap)
-            points = self.run.model.transform(self.run.embeddings[rows])
-            xyz = umap_sphere(points, random_state=0, n_epochs=n_epochs)
-            with atomic_path(self._umap_path(cap)) as tmp:
-                with open(tmp, "wb") as fh:
-                    np.savez(fh, rows=rows, xyz=xyz)
-        except Exception as exc:  # reported on the page; the instant layout stays usable
-            self.umap_error = f"{type(exc).__name__}: {exc}"
 
     # ------------------------------------------------------------------ documents
     def cluster_documents(self, cluster: int, query: str = "", limit: int = 50):

@@ -7,6 +7,7 @@ import pytest
 
 from gem_app.app import layout as layout_module
 from gem_app.app.layout import LAYOUT_FILE, MapLayout, place_by_neighbours
+from gem_app.app.projection import principal_sphere
 
 
 def _unit(v):
@@ -118,3 +119,12 @@ def test_point_rows_are_a_stratified_sample(tmp_path):
     x, labels, mu = _corpus(n=2000)
     rows = MapLayout(_Model(mu), x, labels, tmp_path).point_rows(100)
     assert len(rows) == 100 and set(labels[rows]) == set(labels)
+
+
+def test_principal_layout_of_every_document_in_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr(layout_module, "_CHUNK", 300)  # several chunks
+    x, labels, mu = _corpus(n=1000)
+    got = MapLayout(_Model(mu), x, labels, tmp_path).principal()
+    reference, _ = principal_sphere(_unit(x.astype(np.float64)), mu)
+    assert got.shape == (1000, 3) and got.dtype == np.float32
+    np.testing.assert_allclose(got, reference, atol=1e-5)
