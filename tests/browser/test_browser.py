@@ -42,7 +42,7 @@ def test_walk_every_page_move_tau_and_download(app_server, browser, out_dir, tmp
     for (slug, title), label in zip(PAGES, NAV, strict=True):
         page.get_by_test_id("stSidebarNav").get_by_role("link", name=label, exact=True).click()
         settle(page, title)
-        assert page.url == f"{app_server}/" + ("" if slug == "map" else slug)  # map: the default
+        assert page.url == f"{app_server}/{slug}"  # every page at its own URL, the Map too
         assert page.get_by_text("Page not found").count() == 0
         page.screenshot(path=str(out_dir / f"{slug}.png"), full_page=True)
     labels = page.locator("[data-testid='stMetricLabel']").all_inner_texts()
