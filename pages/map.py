@@ -49,8 +49,7 @@ def _density_png(key: tuple, _xyz, _codes, n_codes, _values, colours: tuple) -> 
 @st.cache_data(max_entries=6, show_spinner=False)
 def _globe_counts(key: tuple, _xyz) -> np.ndarray:
     lon, lat = sphere_to_lonlat(_xyz)
-    width, height = GLOBE_RASTER
-    return density_raster(lon, lat, width=width, height=height).counts
+    return density_raster(lon, lat, width=GLOBE_RASTER[0], height=GLOBE_RASTER[1]).counts
 
 
 @st.cache_resource(show_spinner="Loading the offline encoder (once per server)…")
@@ -190,14 +189,7 @@ def _selection_panel(view, selected, names) -> None:
     c1, c2, c3 = st.columns([1.4, 1, 1.2])
     if c1.button("Exclude these clusters on Mix & Export", key=keys.MAP_EXCLUDE):
         st.session_state[keys.MAP_ADJUST] = current.excluding(clusters)
-    factor = c2.number_input(
-        "Boost factor",
-        min_value=0.1,
-        max_value=100.0,
-        value=2.0,
-        step=0.5,
-        key=keys.MAP_BOOST_FACTOR,
-    )
+    factor = c2.number_input("Boost factor", 0.1, 100.0, 2.0, 0.5, key=keys.MAP_BOOST_FACTOR)
     if c3.button("Boost these clusters on Mix & Export", key=keys.MAP_BOOST):
         st.session_state[keys.MAP_ADJUST] = current.boosting(clusters, factor)
 
