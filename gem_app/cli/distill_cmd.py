@@ -21,8 +21,10 @@ def register(sub) -> None:
     p.add_argument("--id-col", default="id")
     p.add_argument("--out", required=True, help="student folder to write")
     p.add_argument("--holdout", type=float, default=0.2, help="share of documents held out")
-    p.add_argument("--hidden", type=int, default=128, help="hidden width (0: linear student)")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument(
+        "--hidden", type=int, default=0, help="hidden width (0: the linear student, default)"
+    )
+    p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--temperature", type=float, default=16.0)
     p.add_argument(
         "--target-agreement",

@@ -1,10 +1,71 @@
 """Agreement between student and teacher, and the cascade that sends unsure documents to
-the teacher: its agreement/throughput curve and the default threshold chosen on it."""
+the teacher: the routing signal, its agreement/throughput curve and the default threshold
+chosen on it.
+
+Routing signals (all in [0, 1], higher = surer; a row is routed when below the threshold):
+``"max"`` the top probability (what ``gem assign`` uses), ``"margin"`` top minus runner-up,
+``"entropy"`` 1 - H(p) / log K. bench/bench_cascade.py compares them.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+SIGNALS = ("max", "margin", "entropy")
+
+
+# ---------------------------------------------------------------------------- routing
+def confidence(proba, signal: str = "max") -> np.ndarray:
+    """Per-row confidence of probabilities (N, K) under a routing signal, shape (N,).
+
+    ``"max"``: max_k p_k; ``"margin"``: p_(1) - p_(2); ``"entropy"``: 1 - H(p) / log K
+    (H in nats). All lie in [0, 1] and are 1 for a one-hot row.
+    """
+    if signal not in SIGNALS:
+        raise ValueError(f"signal must be one of {', '.join(SIGNALS)}, got {signal!r}")
+    p = np.asarray(proba, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] < 2:
+        raise ValueError(f"proba must have shape (N, K >= 2), got {p.shape}")
+    if signal == "max":
+        return p.max(axis=1)
+    if signal == "margin":
+        top2 = np.partition(p, p.shape[1] - 2, axis=1)[:, -2:]
+        return top2[:, 1] - top2[:, 0]
+    h = -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=1)
+    return 1.0 - h / np.log(p.shape[1])
+
+
+def cascade_labels(student_proba, teacher, threshold: float, signal: str = "max"):
+    """The cascade's answer: rows below ``threshold`` get the teacher's probabilities.
+
+    Parameters
+    ----------
+    student_proba : ndarray (N, K)
+    teacher : callable
+        ``teacher(rows) -> (len(rows), K)`` probabilities of the routed rows (it is called
+        once, with the routed row numbers in increasing order, and not at all if none).
+    threshold : float in [0, 1]
+    signal : see :func:`confidence`
+
+    Returns
+    -------
+    (proba (N, K) float32, routed (N,) bool)
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
+    routed = confidence(student_proba, signal) < threshold
+    out = np.array(student_proba, dtype=np.float32, copy=True)
+    rows = np.flatnonzero(routed)
+    if len(rows):
+        answer = np.asarray(teacher(rows), dtype=np.float32)
+        if answer.shape != (len(rows), out.shape[1]):
+            raise ValueError(
+                f"the teacher returned shape {answer.shape} for {len(rows)} routed rows "
+                f"(expected ({len(rows)}, {out.shape[1]}))"
+            )
+        out[rows] = answer
+    return out, routed
 
 
 # ---------------------------------------------------------------------------- metrics

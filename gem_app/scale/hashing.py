@@ -29,7 +29,9 @@ def _mix(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint64(31))
 
 
-def hash_features(texts, *, n_buckets=2**18, word_ngrams=(1, 2), char_ngrams=(3, 5)):
+def hash_features(
+    texts, *, n_buckets=2**18, word_ngrams=(1, 2), char_ngrams=(3, 5), chunk_size=4096
+):
     """Hashed n-gram counts of texts.
 
     Word n-grams: ``\\w+`` tokens of the lower-cased text, crc32 per word, consecutive
@@ -43,12 +45,29 @@ def hash_features(texts, *, n_buckets=2**18, word_ngrams=(1, 2), char_ngrams=(3,
     texts : sequence of str, length N
     n_buckets : int
     word_ngrams, char_ngrams : (min_n, max_n) or None
+    chunk_size : int, default=4096
+        Texts hashed at a time: the temporaries (8 bytes per byte of text and per
+        n-gram) stay bounded by a chunk; only the sparse result grows with N.
 
     Returns
     -------
     scipy.sparse.csr_matrix of float32, shape (N, n_buckets)
         Counts, duplicates summed, column indices sorted within rows.
     """
+    texts = list(texts)
+    parts = [
+        _hash_chunk(texts[start : start + chunk_size], n_buckets, word_ngrams, char_ngrams)
+        for start in range(0, len(texts), chunk_size)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        return sparse.csr_matrix((0, n_buckets), dtype=np.float32)
+    return sparse.vstack(parts, format="csr")
+
+
+def _hash_chunk(texts, n_buckets, word_ngrams, char_ngrams):
+    """:func:`hash_features` of one chunk of texts."""
     lowered = [t.lower() for t in texts]
     n = len(lowered)
     docs, buckets = [], []

@@ -88,7 +88,7 @@ class StudentNet(torch.nn.Module):
     def __init__(self, n_buckets: int, hidden: int, n_clusters: int, static_dim: int):
         super().__init__()
         width = hidden or n_clusters
-        self.ngrams = torch.nn.EmbeddingBag(n_buckets, width, mode="sum", sparse=True)
+        self.ngrams = torch.nn.EmbeddingBag(n_buckets, width, mode="sum")
         self.static = torch.nn.Linear(static_dim, width) if static_dim else None
         self.bias = None if static_dim else torch.nn.Parameter(torch.zeros(width))
         self.head = torch.nn.Linear(hidden, n_clusters) if hidden else None
