@@ -7,8 +7,8 @@ gives xyz on S^2 for **all** N documents:
   top principal directions of the cluster means (:func:`gem_app.app.projection.principal_sphere`).
 - :meth:`MapLayout.umap` (background, once per fit): UMAP (haversine output) of a stratified
   sample of ``sample_size`` documents; every other document is placed by its nearest sample
-  neighbours (:func:`place_by_neighbours`: cosine on the corrected sphere, a chunked GEMM),
-  so no document is left out. The result is stored in the fit's cache folder
+  neighbours of its own cluster (:func:`place_by_neighbours`: cosine on the corrected sphere,
+  a chunked GEMM; N * m / K similarities for m sample documents), so no document is left out. The result is stored in the fit's cache folder
   (``<workspace>/.cache/fits/<name>/<model sha>/layout-umap.npz``, written atomically), so an
   app restart, another session or another point cap reuses it: UMAP runs once per fit.
 
@@ -267,17 +267,7 @@ class MapLayout:
         xyz[rows] = umap_sphere(sample, random_state=0, n_epochs=n_epochs)
         rest = np.setdiff1d(np.arange(n), rows, assume_unique=True)
         if rest.size:
-            text = f"placing the other {rest.size:,} documents by their nearest sample neighbours"
-
-            def step(done, total):
-                self._progress = (0.5 + 0.5 * done / total, text)
-
-            self._progress = (0.5, text)
-            for start in range(0, rest.size, 20 * _CHUNK):
-                part = rest[start : start + 20 * _CHUNK]
-                points = _corrected(self.model, self.embeddings, part)
-                xyz[part] = place_by_neighbours(points, sample, xyz[rows])
-                step(start + part.size, rest.size)
+            self._place_rest(rest, rows, sample, xyz)
         with atomic_path(self.path) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, sample_rows=rows, xyz=xyz)
@@ -285,6 +275,25 @@ class MapLayout:
         with self._lock:
             self._umap = None
         self.umap()
+
+    def _place_rest(self, rest, rows, sample, xyz) -> None:
+        """Place the documents outside the sample by their nearest sample neighbours of their own
+        cluster (the stratified sample has every cluster): N * m / K similarities, not N * m."""
+        text = f"placing the other {rest.size:,} documents by their nearest sample neighbours"
+        self._progress = (0.5, text)
+        done = 0
+        sample_labels = self.labels[rows]
+        for k in np.unique(self.labels[rest]):
+            anchors = np.flatnonzero(sample_labels == k)
+            if anchors.size == 0:  # a sample smaller than K: fall back to the whole sample
+                anchors = np.arange(rows.size)
+            members = rest[self.labels[rest] == k]
+            for start in range(0, members.size, 20 * _CHUNK):
+                part = members[start : start + 20 * _CHUNK]
+                points = _corrected(self.model, self.embeddings, part)
+                xyz[part] = place_by_neighbours(points, sample[anchors], xyz[rows[anchors]])
+                done += part.size
+                self._progress = (0.5 + 0.5 * done / rest.size, text)
 
 
 def map_layout(view) -> MapLayout:
