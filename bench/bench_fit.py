@@ -5,17 +5,21 @@ final pass) at an equal iteration count <= 1.5x faiss's whole train on the same 
 default fit (``GEM(n_clusters=K).fit(X)``, to its tolerance) <= 2x faiss's default train;
 under a competing 2-thread load, GEM's slowdown within 1.5x of faiss's. Usage::
 
-    python bench/bench_fit.py [--sizes 100000x64,1000000x256] [--iters 10] [--repeat 3]
+    python bench/bench_fit.py [--sizes 100000x64,1000000x256] [--iters 10] [--repeat 3,1]
                               [--load 2] [--per-iteration] [--json out.json]
 
-For each size, ``--repeat`` rounds; in each round every method runs once quiet and once
-while ``--load`` busy processes compete for the cores (interleaved, so that both conditions
-see the same background). Reported: medians, and the CPU the rest of the machine used
-meanwhile (from /proc/stat, in cores). Methods:
+For each size, ``--repeat`` rounds (one count, or one per size); in each round every
+method runs once quiet and once while ``--load`` busy processes compete for the cores
+(interleaved, so that both conditions see the same background). Reported: medians, the
+machine's load average and the CPU the rest of the machine used meanwhile (from
+/proc/stat, in cores). Methods:
 
-* ``GEM default``: ``GEM(n_clusters=K, random_state=seed).fit(X)``, with its breakdown
-  (set-up = sphere statistics + corrected rows, seeding = k-means++, initial pass = hard
-  assignment + first (mu, kappa)-step, per iteration, final pass = the polished q-step);
+* ``GEM default``: ``GEM(n_clusters=K, random_state=seed).fit(X)``, with its breakdown in
+  exclusive seconds (:func:`whole_gem`: set-up = sphere statistics + corrected rows,
+  seeding = k-means++, warm start = the MM run on the sample, initial pass = hard
+  assignment + first (mu, kappa)-step without a warm start, iterations on all rows (also
+  per iteration), final pass = the polished q-step with the labels), also as ratios to
+  faiss's whole train at the equal iteration count;
 * ``GEM n iterations``: the same with ``max_iter=--iters, tol=0``;
 * ``faiss n iterations``: ``faiss.Kmeans(d, K, niter=--iters, spherical=True,
   max_points_per_centroid=N)`` (every row, as GEM);
@@ -525,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="100000x64,1000000x256", help="NxK,NxK,...")
     parser.add_argument("--d", type=int, default=384)
     parser.add_argument("--iters", type=int, default=10, help="the equal iteration count")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", default="3,1", help="rounds: one count, or one per size")
     parser.add_argument("--load", type=int, default=2, help="busy processes (0: quiet only)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-iteration", action="store_true", help="also the issue-2 table")
@@ -539,11 +543,17 @@ def main(argv: list[str] | None = None) -> int:
         warm = anisotropic_mixture(5_000, args.d, 8, seed=args.seed)[0]
         GEM(n_clusters=8, max_iter=2, random_state=0).fit(warm)
         whole_faiss(warm, 8, 0, niter=2)
-    for text in args.sizes.split(","):
+    sizes = args.sizes.split(",")
+    repeats = [int(r) for r in str(args.repeat).split(",")]
+    if len(repeats) == 1:
+        repeats *= len(sizes)
+    if len(repeats) != len(sizes):
+        parser.error(f"--repeat gives {len(repeats)} counts for {len(sizes)} sizes")
+    for text, repeat in zip(sizes, repeats, strict=True):
         n, k = _size(text)
         X = anisotropic_mixture(n, args.d, k, seed=args.seed)[0]
         r0 = anisotropy(X)
-        runs = bench_whole(X, k, args.iters, args.seed, args.repeat, args.load)
+        runs = bench_whole(X, k, args.iters, args.seed, repeat, args.load)
         summary = summarize(runs, args.iters)
         print(format_whole("anisotropic", X.shape, k, r0, summary, args.iters), flush=True)
         entry = {"r0": r0, "summary": summary, "runs": runs}
