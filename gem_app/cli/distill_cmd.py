@@ -76,7 +76,8 @@ def summary(m: dict, out) -> str:
     rate = lambda v: "n/a" if v is None else f"{v:,.0f} docs/s"  # noqa: E731
     lines = [
         f"student written to {out}/ (student.json, student.safetensors); K = {m['n_clusters']}, "
-        f"trained on {m['n_train']} teacher labels, {m['n_heldout']} held out",
+        f"trained on {m['n_train']} teacher labels in {m['train_seconds']:.1f} s "
+        f"({m['labels_per_s']:,.0f} labels/s), {m['n_heldout']} held out",
         f"held-out agreement with the teacher: {m['heldout_agreement']:.3f}; "
         f"mean KL(teacher || student) = {m['heldout_mean_kl']:.3f} nats",
         f"speed: student {rate(m['student_docs_per_s'])}, encoder + teacher "

@@ -74,7 +74,9 @@ def distill_run(
     n_test = max(1, int(round(holdout * len(texts))))
     test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
     student = Student(random_state=random_state, **student_params)
+    started = time.perf_counter()
     student.fit([texts[i] for i in train], q[train])
+    train_seconds = time.perf_counter() - started
     test_texts = [texts[i] for i in test]
     student_rate = measure_rate(student.predict_proba, test_texts)
     p = student.predict_proba(test_texts)
@@ -92,6 +94,8 @@ def distill_run(
         "n_train": int(len(train)),
         "n_heldout": int(len(test)),
         "n_clusters": int(q.shape[1]),
+        "train_seconds": train_seconds,
+        "labels_per_s": len(train) / train_seconds if train_seconds > 0 else None,
         "heldout_agreement": agreement(p, q[test]),
         "heldout_mean_kl": mean_kl(q[test], p),
         "student_docs_per_s": student_rate,

@@ -111,8 +111,9 @@ def save_student(student, folder, *, cluster_labels=None, metrics=None, metadata
 def load_student(cls, folder, device="cpu"):
     """Load a student folder as an instance of ``cls`` (a :class:`Student`).
 
-    A different format_version, hashing scheme, probe buckets or static-vector table is a
-    ValueError (retrain the student).
+    A different format_version, hashing scheme, probe buckets or static-vector table, or
+    parameters this version does not know, are a ValueError (retrain the student). Files of
+    earlier students (a hidden layer, no ``alpha``) load: the network layout is unchanged.
     """
     folder = Path(folder)
     doc = read_student_json(folder)
@@ -121,7 +122,13 @@ def load_student(cls, folder, device="cpu"):
         params[key] = None if params[key] is None else tuple(params[key])
     if _probe_buckets(params) != doc["hashing"]["probe_buckets"]:
         raise ValueError(f"{folder}: this installation hashes n-grams differently ({HASH_SCHEME})")
-    student = cls(**params)
+    unknown = sorted(set(params) - set(cls().get_params()))
+    if unknown:
+        raise ValueError(
+            f"{folder}: {STUDENT_JSON} has parameters this version does not know "
+            f"({', '.join(unknown)}); it was written by a newer GEM Studio"
+        )
+    student = cls(**params)  # parameters added since the file was written take defaults
     tensors = load_file(str(folder / STUDENT_TENSORS))
     student.idf_ = tensors["idf"]
     student.static_mean_ = tensors.get("static_mean")

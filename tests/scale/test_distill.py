@@ -340,6 +340,8 @@ def test_cli_distill_writes_student_with_metrics(tmp_path, capsys):
     metrics = doc["metrics"]
     assert metrics["n_heldout"] == 30 and metrics["n_train"] == 120
     assert metrics["teacher_docs_per_s"] is None and metrics["student_docs_per_s"] > 0
+    assert metrics["labels_per_s"] == pytest.approx(120 / metrics["train_seconds"])
+    assert f"trained on 120 teacher labels in {metrics['train_seconds']:.1f} s" in printed
     student = Student.load(tmp_path / "st")
     assert student.n_clusters_ == 3 and doc["threshold"] == student.threshold_
     assert (

@@ -3,6 +3,8 @@ against the previous student (the torch network) and scikit-learn's logistic reg
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from gem_app.scale.cascade import agreement
 from gem_app.scale.hashing import hash_features, inverse_document_frequency, tfidf_weights
 from gem_app.scale.student import Student
+from gem_app.scale.student_files import STUDENT_JSON
 from gem_app.scale.student_train import (
     _adam_step,
     _batch_columns,
@@ -156,3 +159,33 @@ def test_planted_agreement_at_least_the_previous_student_and_near_logistic_regre
     assert 0.8 < sklearn < 0.999  # the planted set is neither trivial nor hopeless
     assert ours >= before  # measured: 0.981 vs 0.965
     assert ours >= sklearn - 0.02  # measured: 0.981 vs 0.989
+
+
+# ----------------------------------------------------------------------------- files
+def test_linear_student_with_static_vectors_round_trips(tmp_path):
+    texts, q = planted_texts(200, 2)
+    student = Student(n_buckets=2**12, epochs=3, random_state=0).fit(texts, q)
+    student.save(tmp_path / "s")
+    loaded = Student.load(tmp_path / "s")
+    test_texts, _ = planted_texts(40, 3)
+    np.testing.assert_array_equal(
+        loaded.predict_proba(test_texts), student.predict_proba(test_texts)
+    )
+    assert loaded.get_params() == student.get_params() and loaded.static_mean_ is not None
+
+
+def test_an_earlier_students_file_loads_and_a_newer_ones_is_refused(tmp_path):
+    """A file of the previous version: a hidden layer, no ``alpha`` parameter."""
+    texts, q = planted_texts(200, 4)
+    earlier = Student(n_buckets=2**10, hidden=8, static_vectors=False, epochs=2, random_state=0)
+    earlier.fit(texts, q).save(tmp_path / "old")
+    doc = json.loads((tmp_path / "old" / STUDENT_JSON).read_text())
+    del doc["params"]["alpha"]
+    (tmp_path / "old" / STUDENT_JSON).write_text(json.dumps(doc))
+    loaded = Student.load(tmp_path / "old")
+    assert loaded.alpha == Student().alpha and loaded.hidden == 8
+    np.testing.assert_array_equal(loaded.predict_proba(texts), earlier.predict_proba(texts))
+    doc["params"]["dropout"] = 0.1
+    (tmp_path / "old" / STUDENT_JSON).write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"parameters this version does not know \(dropout\)"):
+        Student.load(tmp_path / "old")
