@@ -228,10 +228,14 @@ class MapLayout:
         elapsed = time.monotonic() - self._started if self._started else 0.0
         return fraction, f"{text} ({elapsed:.0f} s)" if text else text
 
-    def start(self, sample_size: int | None = None, *, n_epochs=None) -> bool:
-        """Compute the UMAP layout in a background thread unless stored; True when running."""
+    def start(self, sample_size: int | None = None, *, n_epochs=None, retry: bool = False) -> bool:
+        """Compute the UMAP layout in a background thread unless stored; True when running.
+
+        After a failure (:attr:`error`) it starts again only with ``retry=True``, so a page
+        that polls the job does not restart a failing layout on every rerun.
+        """
         with self._lock:
-            if self.umap() is not None:
+            if self.umap() is not None or (self.error is not None and not retry):
                 return False
             if self.running():
                 return True
