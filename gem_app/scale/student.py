@@ -85,7 +85,9 @@ class Student(ClassifierMixin, BaseEstimator):
     target_agreement : float, default=0.975
         The default cascade threshold is the lowest reaching this validation agreement.
     device : str or torch.device, default="auto"
-        See :func:`gem_app.core.rows.resolve_device`.
+        Where the network with a hidden layer trains (see
+        :func:`gem_app.core.rows.resolve_device`); the linear student trains in numpy on
+        the CPU. A fitted student scores on the CPU until :meth:`to` moves it.
     random_state : int, numpy RandomState or Generator, or None
         Seeds the split, the shuffles and the initial weights (an int: the same student).
 
