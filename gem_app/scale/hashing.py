@@ -119,23 +119,38 @@ def _ngram_buckets(units, owner, shift, ngrams, salt, n_buckets, docs, buckets) 
                 docs.append(owner[: len(h)][valid] >> shift)
 
 
-def tfidf_weights(counts, idf: np.ndarray):
+def tfidf_weights(counts, idf: np.ndarray, *, copy: bool = True, chunk_rows: int = 4096):
     """log(1 + tf) * idf, L2-normalised per row (an empty row stays empty).
 
     Parameters
     ----------
     counts : csr_matrix of shape (N, n_buckets)
     idf : ndarray of shape (n_buckets,)
+    copy : bool, default=True
+        False overwrites a float32 ``counts`` in place (the fit does: one matrix of
+        ``N x non-zeros`` instead of two).
+    chunk_rows : int
+        Rows weighted at a time: temporaries stay bounded by a chunk.
 
     Returns
     -------
     csr_matrix of float32, shape (N, n_buckets)
     """
-    w = counts.astype(np.float32, copy=True)
-    w.data = np.log1p(w.data) * idf[w.indices].astype(np.float32)
-    norm = np.sqrt(np.asarray(w.multiply(w).sum(axis=1), dtype=np.float64).ravel())
-    norm[norm == 0] = 1.0
-    w.data /= np.repeat(norm, np.diff(w.indptr)).astype(np.float32)
+    w = counts.astype(np.float32, copy=copy)
+    idf = np.asarray(idf, dtype=np.float32)
+    n = w.shape[0]
+    for start in range(0, n, chunk_rows):
+        stop = min(start + chunk_rows, n)
+        a, b = w.indptr[start], w.indptr[stop]
+        seg = w.data[a:b]
+        np.log1p(seg, out=seg)
+        seg *= idf[w.indices[a:b]]
+        row = np.repeat(np.arange(stop - start), np.diff(w.indptr[start : stop + 1]))
+        norm = np.sqrt(
+            np.bincount(row, weights=seg.astype(np.float64) ** 2, minlength=stop - start)
+        )
+        norm[norm == 0] = 1.0
+        seg /= norm[row].astype(np.float32)
     return w
 
 

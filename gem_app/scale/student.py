@@ -212,7 +212,7 @@ class Student(ClassifierMixin, BaseEstimator):
         val, train = np.sort(order[:n_val]), order[n_val:]
         counts = self._features(texts)
         self.idf_ = inverse_document_frequency(counts)  # unsupervised: every text
-        weights = tfidf_weights(counts, self.idf_)
+        weights = tfidf_weights(counts, self.idf_, copy=False)  # in place: one matrix
         del counts
         self.static_model_, self.static_mean_ = None, None
         static = None

@@ -79,6 +79,18 @@ def test_tfidf_matches_independent_formula_and_sklearn_idf():
     np.testing.assert_allclose(weights, expected, rtol=1e-5, atol=1e-7)
 
 
+def test_tfidf_in_place_and_by_chunks_equals_the_whole():
+    counts = hash_features(["kernel driver", "", "a b c a", "font font glyph"] * 5, n_buckets=512)
+    idf = inverse_document_frequency(counts)
+    whole = tfidf_weights(counts, idf)
+    np.testing.assert_allclose(
+        tfidf_weights(counts, idf, chunk_rows=3).toarray(), whole.toarray(), rtol=1e-6
+    )
+    in_place = tfidf_weights(counts, idf, copy=False)
+    assert in_place.data is counts.data  # no second matrix
+    np.testing.assert_allclose(in_place.toarray(), whole.toarray(), rtol=1e-6)
+
+
 # ----------------------------------------------------------------------------- metrics
 def test_agreement_and_kl_against_scipy():
     rng = np.random.default_rng(1)
