@@ -17,6 +17,7 @@ from gem_app.scale.student import Student
 from gem_app.scale.student_files import STUDENT_JSON
 from gem_app.scale.student_train import (
     _adam_step,
+    _average_into,
     _batch_columns,
     _lazy_adam,
     _linear_gradients,
@@ -67,6 +68,16 @@ def test_lazy_adam_matches_torch_sparse_adam_on_touched_rows():
         )
         optimizer.step()
     np.testing.assert_allclose(W, reference.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_epoch_average_is_the_exponential_moving_average_by_hand():
+    snapshots = [np.full((2, 2), v, dtype=np.float32) for v in (1.0, 3.0, 7.0)]
+    average = [np.zeros((2, 2), dtype=np.float32), None]
+    for epoch, p in enumerate(snapshots):
+        _average_into(average, [p, None], epoch)
+    # epoch 0 copies; then a <- a/2 + p/2: ((1 + 3) / 2 + 7) / 2 = 4.5
+    np.testing.assert_allclose(average[0], 4.5)
+    assert average[1] is None
 
 
 def test_batch_columns_renumbers_the_touched_buckets():
