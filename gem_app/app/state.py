@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import tempfile
 import threading
 from collections import OrderedDict
@@ -201,15 +200,6 @@ def fit_view(ws: Workspace, name: str):
         while len(_VIEWS) > _MAX_VIEWS:
             _VIEWS.popitem(last=False)
     return view
-
-
-def delete_fit(ws: Workspace, name: str) -> None:
-    """Remove a fit run and its cached derived results."""
-    ws.delete("fits", name)
-    shutil.rmtree(ws.root / ".cache" / "fits" / name, ignore_errors=True)
-    with _VIEWS_LOCK:
-        for key in [k for k in _VIEWS if k[0] == str(ws.root) and k[1] == name]:
-            del _VIEWS[key]
 
 
 def env_flag(name: str, default: bool = True) -> bool:
