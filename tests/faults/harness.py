@@ -66,6 +66,9 @@ def _child(func: Callable[[Path], int], base: str, env: dict) -> None:
     os.dup2(devnull, 2)
     os.environ.update(env)
     os.environ[FAULT_OWNER_ENV] = str(os.getpid())
+    # Ctrl-C as in a terminal, even when the test runner was started in the background (a
+    # non-interactive shell's `cmd &` starts it with SIGINT ignored, and children inherit that)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.exit(func(Path(base)))
 
 
