@@ -16,7 +16,7 @@ from gem_app.app.chosen import natural_cluster_weights
 from gem_app.app.density import category_codes, density_raster
 from gem_app.app.layout import map_layout
 from gem_app.app.projection import DEFAULT_POINT_CAP, cluster_centres, sphere_to_lonlat
-from gem_app.app.search import embed_query, search_documents
+from gem_app.app.search import embed_query, fold_correction, search_documents
 from gem_app.app.selection import (
     ClusterAdjustments,
     documents_frame,
@@ -58,6 +58,12 @@ def _encoder():
     return load_encoder()
 
 
+@st.cache_data(max_entries=4, show_spinner="Indexing every document for search (once per fit)…")
+def _folded(key: tuple, _view):
+    """The fit's correction folded into per-document factors (``key`` names the fit version)."""
+    return fold_correction(_view.run.embeddings, *_view.model.transform_.correction())
+
+
 @st.cache_data(max_entries=32, show_spinner="Searching every document…")
 def _search(key: tuple, query: str, k: int, _view):
     """Nearest documents and clusters of a query (``key`` names the fit version)."""
@@ -68,6 +74,7 @@ def _search(key: tuple, query: str, k: int, _view):
         k=k,
         transform=_view.model.transform,
         mean_directions=_view.model.mean_directions_,
+        folded=_folded(key, _view),
     )
 
 

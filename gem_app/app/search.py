@@ -9,6 +9,12 @@ next to each other, and the nearest clusters are the largest ``mu_k . x_q``. (On
 vectors every pair of documents has a cosine of about 0.2-0.4 from the common direction alone;
 removing it spreads the similarities.)
 
+With a :class:`FoldedCorrection` (:func:`fold_correction`, computed once per fit) the
+correction of the documents is folded into two factors per document, and a query costs one
+product with the raw embeddings: for ``u_i = e_i / ||e_i||`` and the corrected
+``x_i = L (u_i - m) / n_i`` with ``n_i = ||L (u_i - m)||``,
+``x_i . x_q = (e_i . v) / (||e_i|| n_i) - (m . v) / n_i`` where ``v = L^T x_q``.
+
 The documents are scanned in chunks (``chunk_rows`` rows corrected and multiplied at a time,
 the best ``k`` kept between chunks), so memory stays ``O(chunk_rows * d)`` at any N.
 """
@@ -22,7 +28,7 @@ import numpy as np
 
 from gem_app.utils.validation import check_int
 
-__all__ = ["SearchHits", "embed_query", "search_documents"]
+__all__ = ["FoldedCorrection", "SearchHits", "embed_query", "fold_correction", "search_documents"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,76 @@ class SearchHits:
     similarity: np.ndarray
     clusters: np.ndarray
     cluster_similarity: np.ndarray
+
+
+@dataclass(frozen=True)
+class FoldedCorrection:
+    """The fit's anisotropy correction folded into per-document factors.
+
+    Attributes
+    ----------
+    mean : ndarray of shape (d,) or None
+        The mean resultant m the correction removes (None: no centring).
+    whitening : ndarray of shape (d, d) or None
+        The whitening map L (None: L = I).
+    scale : ndarray of float64, shape (N,)
+        ``1 / (||e_i|| n_i)`` (0 for a row with no direction).
+    inv_norm : ndarray of float64, shape (N,)
+        ``1 / n_i`` (0 for a row with no direction).
+    """
+
+    mean: np.ndarray | None
+    whitening: np.ndarray | None
+    scale: np.ndarray
+    inv_norm: np.ndarray
+
+    def scores(self, block: np.ndarray, start: int, query: np.ndarray) -> np.ndarray:
+        """``x_i . x_q`` of the rows ``start : start + len(block)`` (raw rows ``block``)."""
+        v = query if self.whitening is None else self.whitening.T @ query
+        rows = slice(start, start + len(block))
+        dots = (block @ v.astype(block.dtype)).astype(np.float64) * self.scale[rows]
+        if self.mean is not None:
+            dots -= float(self.mean @ v) * self.inv_norm[rows]
+        return dots
+
+
+def fold_correction(embeddings, mean=None, whitening=None, *, chunk_rows: int = 65_536):
+    """The per-document factors of :class:`FoldedCorrection` (one pass over the embeddings).
+
+    Parameters
+    ----------
+    embeddings : ndarray of shape (N, d)
+    mean : array-like of shape (d,) or None
+    whitening : array-like of shape (d, d) or None
+        As :meth:`gem_app.core.sphere.SphereTransform.correction` returns them.
+    chunk_rows : int >= 1
+    folded : FoldedCorrection, optional
+        The documents' correction folded (:func:`fold_correction` with the same correction as
+        ``transform``): one product per chunk instead of correcting every document.
+
+    Returns
+    -------
+    FoldedCorrection
+    """
+    chunk_rows = check_int(chunk_rows, "chunk_rows", minimum=1)
+    m = None if mean is None else np.asarray(mean, dtype=np.float64)
+    L = None if whitening is None else np.asarray(whitening, dtype=np.float64)
+    n = embeddings.shape[0]
+    scale, inv_norm = np.zeros(n), np.zeros(n)
+    for start in range(0, n, chunk_rows):
+        block = np.asarray(embeddings[start : start + chunk_rows], dtype=np.float64)
+        lengths = np.linalg.norm(block, axis=1)
+        z = block / np.where(lengths > 0, lengths, 1.0)[:, None]
+        if m is not None:
+            z -= m
+        if L is not None:
+            z = z @ L.T
+        norms = np.linalg.norm(z, axis=1)
+        ok = (lengths > 0) & (norms > 0)
+        rows = slice(start, start + len(block))
+        inv_norm[rows] = np.where(ok, 1.0 / np.where(ok, norms, 1.0), 0.0)
+        scale[rows] = inv_norm[rows] / np.where(ok, lengths, 1.0)
+    return FoldedCorrection(m, L, scale, inv_norm)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -87,6 +163,7 @@ def search_documents(
     transform: Callable | None = None,
     mean_directions=None,
     chunk_rows: int = 65_536,
+    folded: FoldedCorrection | None = None,
 ) -> SearchHits:
     """The ``k`` documents (and the clusters) most similar to a query vector.
 
@@ -115,12 +192,19 @@ def search_documents(
     n, d = embeddings.shape
     if query.shape[1] != d:
         raise ValueError(f"the query has {query.shape[1]} dimensions, the embeddings {d}")
+    if folded is not None and folded.scale.shape != (n,):
+        raise ValueError(f"the folded correction has {folded.scale.shape[0]} rows, not {n}")
     q = np.asarray(transform(query.astype(embeddings.dtype)), dtype=np.float64).reshape(-1)
     best_rows = np.empty(0, dtype=np.int64)
     best_scores = np.empty(0, dtype=np.float64)
     for start in range(0, n, chunk_rows):
-        block = np.asarray(transform(embeddings[start : start + chunk_rows]), dtype=np.float64)
-        scores = np.concatenate([best_scores, block @ q])
+        if folded is None:
+            block = np.asarray(transform(embeddings[start : start + chunk_rows]), np.float64)
+            chunk_scores = block @ q
+        else:
+            block = np.asarray(embeddings[start : start + chunk_rows])
+            chunk_scores = folded.scores(block, start, q)
+        scores = np.concatenate([best_scores, chunk_scores])
         rows = np.concatenate([best_rows, np.arange(start, start + len(block), dtype=np.int64)])
         keep = _top_k(scores, k)
         best_rows, best_scores = rows[keep], scores[keep]

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from gem_app.app.search import embed_query, search_documents
+from gem_app.app.search import embed_query, fold_correction, search_documents
+from gem_app.core.gem import GEM
 from gem_app.io.encoder import embed_texts, load_encoder
 
 
@@ -89,3 +90,32 @@ def test_the_real_offline_model_finds_the_paraphrase(monkeypatch):
     ]:
         hits = search_documents(embed_query(encoder, query, dim=X.shape[1]), X, k=2)
         assert hits.rows[0] == expected, (query, hits.rows)
+
+
+@pytest.mark.parametrize("whiten", [False, True])
+def test_the_folded_correction_ranks_as_the_fitted_transform(whiten):
+    rng = np.random.default_rng(2)
+    centres = _unit(rng.normal(size=(4, 24)))
+    X = (centres[rng.integers(4, size=2000)] * 3 + rng.normal(size=(2000, 24)) + 1.5).astype(
+        np.float32
+    )
+    model = GEM(n_clusters=4, whiten=whiten, random_state=0).fit(X)
+    mean, whitening = model.transform_.correction()
+    assert (whitening is not None) == whiten
+    folded = fold_correction(X, mean, whitening, chunk_rows=333)
+    query = X[7] + 0.3 * rng.normal(size=24)
+    reference = search_documents(query, X, k=15, transform=model.transform, chunk_rows=500)
+    fast = search_documents(
+        query, X, k=15, transform=model.transform, chunk_rows=500, folded=folded
+    )
+    np.testing.assert_array_equal(fast.rows, reference.rows)
+    np.testing.assert_allclose(fast.similarity, reference.similarity, rtol=1e-5, atol=1e-6)
+    # by hand for one row: normalize(L (u - m)) . x_q
+    x_q = model.transform(query[None].astype(np.float32))[0].astype(float)
+    u = X[42].astype(float) / np.linalg.norm(X[42])
+    z = u - mean
+    z = z if whitening is None else whitening @ z
+    expected = z @ x_q / np.linalg.norm(z)
+    np.testing.assert_allclose(folded.scores(X[42:43], 42, x_q), [expected], rtol=1e-5)
+    with pytest.raises(ValueError, match="has 2000 rows, not 10"):
+        search_documents(query, X[:10], transform=model.transform, folded=folded)
