@@ -37,6 +37,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from gem_app.core.rows import resolve_device
+from gem_app.io.records import check_texts
 from gem_app.scale import student_files
 from gem_app.scale.cascade import cascade_curve, choose_batch_size, choose_threshold
 from gem_app.scale.hashing import hash_features, inverse_document_frequency, tfidf_weights
@@ -333,13 +334,8 @@ def _check_ngrams(value, name: str) -> None:
 
 
 def _check_texts(texts, minimum: int = _MIN_TEXTS) -> list[str]:
-    """Texts as a list of str; ValueError naming the first that is not one."""
-    if isinstance(texts, str):
-        raise ValueError("texts must be a sequence of str, got a single str")
-    texts = list(texts)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise ValueError(f"text {i} is {type(text).__name__}, not str")
+    """Texts as a list of str (:func:`gem_app.io.records.check_texts`), at least ``minimum``."""
+    texts = check_texts(texts)
     if len(texts) < minimum:
         raise ValueError(f"need at least {minimum} texts to train a student, got {len(texts)}")
     return texts

@@ -218,7 +218,7 @@ def test_bad_teacher_probabilities_and_labels():
     texts, q, labels = topic_texts(20, 0)
     with pytest.raises(ValueError, match=r"shape \(20, K >= 2\) .* or \(20,\)"):
         Student().fit(texts, q[:10])
-    with pytest.raises(ValueError, match="text 3 is int"):
+    with pytest.raises(ValueError, match="text at row 3 is int"):
         Student().fit(texts[:3] + [5] + texts[4:], q)
     with pytest.raises(ValueError, match="single str"):
         Student().fit("one text", q)
