@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 from streamlit.testing.v1 import AppTest
 
 from gem_app.app import session_keys as keys
@@ -29,37 +28,13 @@ from gem_app.app import state as app_state
 from gem_app.app.bundle import APP_ENTRY
 from gem_app.app.layout import map_layout
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: its tests package
+from tests.synthetic_workspace import synthetic_fit as planted_workspace  # noqa: E402
+
 
 def synthetic_fit(root: Path, n: int, k: int = 16, d: int = 32, seed: int = 0) -> Path:
     """A workspace with one fit ``synthetic`` of n planted documents."""
-    rng = np.random.default_rng(seed)
-    topic = rng.integers(k, size=n)
-    words = np.array([f"w{i}" for i in range(400)])
-    texts = [" ".join(r) for r in words[(topic[:, None] * 23 + rng.integers(0, 20, (n, 6))) % 400]]
-    frame = pd.DataFrame(
-        {
-            "id": np.arange(n),
-            "text": texts,
-            "topic": [f"t{t}" for t in topic],
-            "tokens": rng.integers(20, 400, size=n),
-        }
-    )
-    frame.to_parquet(root / "synthetic.parquet")
-    X = rng.normal(size=(k, d))[topic] * 2.0 + rng.normal(size=(n, d))
-    np.save(root / "synthetic.npy", X.astype(np.float32))
-    ws = app_state.open_workspace(root / "workspace")
-    app_state.fit_into_workspace(
-        ws,
-        "synthetic",
-        root / "synthetic.parquet",
-        n_clusters=k,
-        embeddings=root / "synthetic.npy",
-        label_col="topic",
-        tokens_col="tokens",
-        random_state=0,
-        max_iter=10,
-    )
-    return ws.root
+    return planted_workspace(root, n, k=k, d=d, vocabulary=400, words_per_doc=6, seed=seed)
 
 
 def _walk(node):

@@ -33,14 +33,24 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> No
 
 
 @contextlib.contextmanager
-def running_app(gem: Path, workspace: Path, *, env: dict | None = None, cwd: Path | None = None):
+def running_app(
+    gem: Path,
+    workspace: Path,
+    *,
+    env: dict | None = None,
+    cwd: Path | None = None,
+    umap_sample: int | None = None,
+):
     """Run ``gem app --workspace W`` until the block ends; yields (URL, process) once healthy.
 
-    The server's output goes to ``workspace/../server-<port>.log``.
+    The server's output goes to ``workspace/../server-<port>.log``. The background UMAP layout
+    is off unless ``umap_sample`` gives its sample size.
     """
     port = free_port()
     log_path = Path(workspace).parent / f"server-{port}.log"
     environment = dict(os.environ if env is None else env, GEM_APP_UMAP="0")
+    if umap_sample is not None:
+        environment.update(GEM_APP_UMAP="1", GEM_APP_UMAP_SAMPLE=str(umap_sample))
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [

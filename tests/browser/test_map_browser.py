@@ -9,18 +9,14 @@ Screenshots: ``map_density_200k.png`` (the instant layout) and ``map_umap_200k.p
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
-from gem_app.app import state as app_state
-from tests.browser.server import free_port, wait_healthy
+from tests.browser.server import running_app
 from tests.browser.ui import CHROMIUM, wait_until
+from tests.synthetic_workspace import synthetic_fit
 
 pytestmark = [
     pytest.mark.slow,
@@ -34,64 +30,13 @@ GEM = Path(sys.executable).parent / "gem"
 N_DOCUMENTS = 200_000
 
 
-def synthetic_fit(root: Path, n: int, k: int = 8, d: int = 16, seed: int = 0) -> Path:
-    """A workspace with one fit ``synthetic`` of n planted documents (K topics, Gaussian blobs)."""
-    rng = np.random.default_rng(seed)
-    topic = rng.integers(k, size=n)
-    words = np.array([f"w{i}" for i in range(200)])
-    texts = [" ".join(r) for r in words[(topic[:, None] * 23 + rng.integers(0, 20, (n, 5))) % 200]]
-    frame = pd.DataFrame(
-        {
-            "id": np.arange(n),
-            "text": texts,
-            "topic": [f"t{t}" for t in topic],
-            "tokens": rng.integers(20, 400, size=n),
-        }
-    )
-    frame.to_parquet(root / "synthetic.parquet")
-    X = rng.normal(size=(k, d))[topic] * 2.0 + rng.normal(size=(n, d))
-    np.save(root / "synthetic.npy", X.astype(np.float32))
-    ws = app_state.open_workspace(root / "workspace")
-    app_state.fit_into_workspace(
-        ws,
-        "synthetic",
-        root / "synthetic.parquet",
-        n_clusters=k,
-        embeddings=root / "synthetic.npy",
-        label_col="topic",
-        tokens_col="tokens",
-        random_state=0,
-        max_iter=10,
-    )
-    return ws.root
-
-
 @pytest.fixture(scope="module")
 def big_map_server(tmp_path_factory):
     """``gem app`` on the 200k workspace with the UMAP layout on (small sample)."""
     root = tmp_path_factory.mktemp("browser_map_200k")
-    workspace = synthetic_fit(root, N_DOCUMENTS)
-    port = free_port()
-    env = dict(os.environ, GEM_APP_UMAP="1", GEM_APP_UMAP_SAMPLE="1000")
-    with open(root / "server.log", "w") as log:
-        proc = subprocess.Popen(
-            [str(GEM), "app", "--workspace", str(workspace), "--port", str(port)]
-            + ["--address", "127.0.0.1"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_healthy(url, proc)
-            yield url, root / "server.log"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    workspace = synthetic_fit(root, N_DOCUMENTS, k=8, d=16)
+    with running_app(GEM, workspace, umap_sample=1000) as (url, _):
+        yield url, root
 
 
 def _caption(page) -> str:
@@ -121,7 +66,7 @@ def test_map_of_200k_documents_shows_every_document_and_umap_arrives_by_itself(
     wait_until(
         lambda: "layout: UMAP" in _caption(page),
         timeout=240,
-        what=f"the UMAP layout to replace the instant one (server log: {log})",
+        what=f"the UMAP layout to replace the instant one (server log in {log})",
     )
     image.first.wait_for(state="attached", timeout=60_000)
     assert page.get_by_text("UMAP layout in the background").count() == 0
