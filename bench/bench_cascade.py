@@ -18,7 +18,8 @@ speed-up = rate / encoder+teacher rate, with rate = 1 / (1/student + routed/teac
 Thresholds are *calibrated*: chosen on one half of the held-out rows (the lowest reaching
 ``--target``) and reported on the other half; the *oracle* row is the best the curve
 allows on the evaluation half itself. Finally the cascade is *run* on the encoder sample
-at the calibrated max-probability threshold (student on all, encoder + GEM on the routed)
+at the calibrated threshold of the student's own routing signal (``Student.routing_``, the
+one ``gem assign`` routes on; student on all, encoder + GEM on the routed)
 and its wall time compared with encoder + GEM on all of them, timed right before it (a
 small sample on a shared machine: noisier than the rate-based speed-ups above).
 """
@@ -120,15 +121,16 @@ def main() -> None:
                 f"{at['docs_per_s'] / teacher_rate:.2f}x | oracle {oracle['routed_fraction']:.1%} "
                 f"routed, {oracle['docs_per_s'] / teacher_rate:.2f}x"
             )
-        print(f"  curve (max probability, evaluation half), goal >= {args.target} at >= 5x:")
+        own = student.routing_  # the signal gem assign routes this student on
+        print(f"  curve ({own}, evaluation half), goal >= {args.target} at >= 5x:")
         print(f"  {'threshold':>9} {'routed':>7} {'agreement':>9} {'speed-up':>8}")
-        for x in run["signals"]["max"]["curve"][::20]:
+        for x in run["signals"][own]["curve"][::20]:
             print(
                 f"  {x['threshold']:>9.2f} {x['routed_fraction']:>7.1%} {x['agreement']:>9.3f} "
                 f"{x['docs_per_s'] / teacher_rate:>7.2f}x"
             )
         run["measured"] = _run_cascade(
-            student, teacher, sample, sample_X, run["signals"]["max"]["calibrated"]["threshold"]
+            student, teacher, sample, sample_X, run["signals"][own]["calibrated"]["threshold"]
         )
         measured = run["measured"]
         print(
@@ -159,11 +161,14 @@ def _run_cascade(student, teacher, texts, X_all, threshold) -> dict:
     teacher.predict_proba(np.asarray(embed_texts(texts), dtype=np.float32))
     baseline = time.perf_counter() - started
     started = time.perf_counter()
-    proba, routed = cascade_labels(student.predict_proba(texts), ask_teacher, threshold)
+    proba, routed = cascade_labels(
+        student.predict_proba(texts), ask_teacher, threshold, student.routing_
+    )
     seconds = time.perf_counter() - started
     direct = teacher.predict_proba(np.asarray(X_all, dtype=np.float32))[routed]
     return {
         "threshold": threshold,
+        "signal": student.routing_,
         "routed": int(routed.sum()),
         "seconds": seconds,
         "baseline_seconds": baseline,

@@ -29,7 +29,7 @@ import pandas as pd
 from gem_app.core.gem import GEM
 from gem_app.io.encoder import embed_texts
 from gem_app.scale.assign import assign
-from gem_app.scale.cascade import agreement, cascade_curve, mean_kl
+from gem_app.scale.cascade import agreement, cascade_curve, confidence, mean_kl
 from gem_app.scale.distill import measure_rate
 from gem_app.scale.student import Student
 
@@ -74,7 +74,12 @@ def main() -> None:
     )
     teacher_rate = 1.0 / (1.0 / encode_rate + 1.0 / gem_rate)
     agrees = p.argmax(1) == q[test].argmax(1)
-    curve = cascade_curve(p.max(1), agrees, student_rate=student_rate, teacher_rate=teacher_rate)
+    curve = cascade_curve(
+        confidence(p, student.routing_),  # the signal student.threshold_ is on
+        agrees,
+        student_rate=student_rate,
+        teacher_rate=teacher_rate,
+    )
     default = min(curve, key=lambda c: abs(c["threshold"] - student.threshold_))
     results.update(
         heldout_agreement=agreement(p, q[test]),

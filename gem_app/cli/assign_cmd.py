@@ -22,7 +22,11 @@ def register(sub) -> None:
         "--threshold",
         type=float,
         default=None,
-        help="cascade confidence threshold (default: the student's)",
+        help="cascade threshold in [0, 1] on the student's routing signal, the one its own "
+        "threshold was calibrated on (student.json 'routing', shown by gem distill: margin = "
+        "top minus runner-up probability, the default; max = top probability, students "
+        "saved before the signal was stored); documents below it go to the teacher "
+        "(default: the student's threshold)",
     )
     p.add_argument("--engine", choices=["local", "ray"], default="local")
     p.add_argument("--address", default=None, help="Ray cluster address to join")

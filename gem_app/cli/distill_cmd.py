@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gem_app.cli.fit_cmd import MAX_SEED
+from gem_app.scale.cascade import SIGNAL_NAMES, SIGNALS
 from gem_app.scale.distill import distill_run
 from gem_app.utils.files import check_writable_dir
 from gem_app.utils.validation import check_int
@@ -31,6 +32,13 @@ def register(sub) -> None:
         type=float,
         default=0.975,
         help="the default cascade threshold reaches this validation agreement",
+    )
+    p.add_argument(
+        "--routing",
+        choices=SIGNALS,
+        default="margin",
+        help="the cascade's routing signal, the one the threshold is on: margin (top minus "
+        "runner-up probability, default), max (top probability) or entropy",
     )
     p.add_argument(
         "--no-static-vectors",
@@ -65,6 +73,7 @@ def run(args) -> int:
         epochs=args.epochs,
         temperature=args.temperature,
         target_agreement=args.target_agreement,
+        routing=args.routing,
         static_vectors=not args.no_static_vectors,
         device=args.device,
     )
@@ -73,6 +82,7 @@ def run(args) -> int:
 
 
 def summary(m: dict, out) -> str:
+    signal = SIGNAL_NAMES[m["routing"]]
     rate = lambda v: "n/a" if v is None else f"{v:,.0f} docs/s"  # noqa: E731
     lines = [
         f"student written to {out}/ (student.json, student.safetensors); K = {m['n_clusters']}, "
@@ -82,10 +92,12 @@ def summary(m: dict, out) -> str:
         f"mean KL(teacher || student) = {m['heldout_mean_kl']:.3f} nats",
         f"speed: student {rate(m['student_docs_per_s'])}, encoder + teacher "
         f"{rate(m['teacher_docs_per_s'])}",
-        f"cascade at the default threshold {m['threshold']:.2f}: agreement "
+        f"cascade routes on {signal}: a document goes to encoder + teacher when it is below "
+        "the threshold",
+        f"cascade at the default threshold {m['threshold']:.2f} ({m['routing']}): agreement "
         f"{m['cascade_agreement']:.3f}, {m['cascade_routed_fraction']:.1%} routed to the "
         f"teacher, {rate(m['cascade_docs_per_s'])}",
-        f"{'threshold':>9} {'routed':>7} {'agreement':>9} {'docs/s':>10}",
+        f"{'threshold':>9} {'routed':>7} {'agreement':>9} {'docs/s':>10}   (on {m['routing']})",
     ]
     for c in m["heldout_cascade_curve"][::10]:
         speed = "" if c["docs_per_s"] is None else f"{c['docs_per_s']:>10.0f}"

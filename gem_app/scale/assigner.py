@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from gem_app.core.gem import GEM
 from gem_app.io.encoder import embed_texts
+from gem_app.scale.cascade import cascade_labels
 from gem_app.scale.inputs import Columns, id_text, read_batches, row_problem
 from gem_app.scale.student import Student
 from gem_app.scale.student_files import STUDENT_JSON
@@ -48,9 +49,11 @@ class ModelSpec:
     """What the workers load: a student folder and/or a GEM model folder (the teacher).
 
     ``model`` is a student folder (``student.json``) or a GEM folder (``model.json``).
-    With a student and a ``teacher``, documents whose student confidence is below
-    ``threshold`` (default: the student's) go to the teacher (cascade). The teacher
-    reads embeddings from ``Columns.embeddings`` when given, else runs the offline encoder.
+    With a student and a ``teacher``, documents whose confidence under the student's
+    routing signal (``Student.routing_``, e.g. the margin between its top two
+    probabilities) is below ``threshold`` (default: the student's ``threshold_``) go to
+    the teacher (cascade). The teacher reads embeddings from ``Columns.embeddings`` when
+    given, else runs the offline encoder.
     """
 
     model: str
@@ -72,7 +75,11 @@ class ModelSpec:
 
 
 class Assigner:
-    """The loaded model(s): ``proba(texts, embeddings) -> (q (n, K) float32, assigned_by)``."""
+    """The loaded model(s): ``proba(texts, embeddings) -> (q (n, K) float32, assigned_by)``.
+
+    ``threshold`` is on the student's routing signal (``student.routing_``); the routing
+    rule itself is :func:`~gem_app.scale.cascade.cascade_labels`.
+    """
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec
@@ -107,22 +114,37 @@ class Assigner:
         return self.teacher is not None
 
     def proba(self, texts: list[str], embeddings=None):
+        """Cluster probabilities of ``texts`` and who assigned each row.
+
+        Parameters
+        ----------
+        texts : list of str, length n
+        embeddings : sequence of n embeddings (d,), optional
+            Read by the teacher for the rows it answers (else the offline encoder runs).
+
+        Returns
+        -------
+        (q (n, K) float32, assigned_by (n,) object array of "student" / "teacher")
+        """
         n = len(texts)
-        by = np.full(n, "student" if self.student else "teacher", dtype=object)
-        if self.student is not None:
-            q = self.student.predict_proba(texts)
-            routed = np.flatnonzero(q.max(axis=1) < self.threshold) if self.teacher else []
-        else:
-            q = np.zeros((n, self.n_clusters), dtype=np.float32)
-            routed = np.arange(n)
-        if len(routed):
+
+        def ask_teacher(rows):
             if embeddings is not None:
-                X = np.stack([embeddings[i] for i in routed])
+                X = np.stack([embeddings[i] for i in rows])
             else:
-                X = embed_texts([texts[i] for i in routed], device=self.spec.device)
-            q[routed] = self.teacher.predict_proba(np.asarray(X, dtype=np.float32))
-            by[routed] = "teacher"
-        return q, by
+                X = embed_texts([texts[i] for i in rows], device=self.spec.device)
+            return self.teacher.predict_proba(np.asarray(X, dtype=np.float32))
+
+        if self.student is None:
+            q = np.zeros((n, self.n_clusters), dtype=np.float32)
+            if n:
+                q[:] = ask_teacher(np.arange(n))
+            return q, np.full(n, "teacher", dtype=object)
+        q = self.student.predict_proba(texts)
+        if self.teacher is None:
+            return q, np.full(n, "student", dtype=object)
+        q, routed = cascade_labels(q, ask_teacher, self.threshold, self.student.routing_)
+        return q, np.where(routed, "teacher", "student").astype(object)
 
 
 def assign_shard(

@@ -3,8 +3,10 @@ the teacher: the routing signal, its agreement/throughput curve and the default 
 chosen on it.
 
 Routing signals (all in [0, 1], higher = surer; a row is routed when below the threshold):
-``"max"`` the top probability (what ``gem assign`` uses), ``"margin"`` top minus runner-up,
-``"entropy"`` 1 - H(p) / log K. bench/bench_cascade.py compares them.
+``"max"`` the top probability, ``"margin"`` top minus runner-up, ``"entropy"``
+1 - H(p) / log K. bench/bench_cascade.py compares them; a student stores the one its
+threshold is calibrated on (``Student.routing_``, ``"margin"`` by default) and ``gem
+assign`` routes with it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,12 @@ import numpy as np
 import torch
 
 SIGNALS = ("max", "margin", "entropy")
+#: How reports name each routing signal.
+SIGNAL_NAMES = {
+    "max": "the top probability",
+    "margin": "the margin (top minus runner-up probability)",
+    "entropy": "1 - normalised entropy",
+}
 
 
 # ---------------------------------------------------------------------------- routing
@@ -86,8 +94,8 @@ def mean_kl(teacher_proba, student_proba, eps=1e-12) -> float:
 def cascade_curve(confidence, agrees, thresholds=None, *, student_rate=None, teacher_rate=None):
     """Agreement and throughput of the cascade over confidence thresholds.
 
-    A document whose student confidence (max probability) is below the threshold is
-    routed to encoder + teacher, which agrees with itself; the others keep the
+    A document whose student confidence (under a routing signal, see
+    :func:`confidence`) is below the threshold is routed to encoder + teacher, which agrees with itself; the others keep the
     student's answer. With rates (documents/s) of the student and of encoder +
     teacher, the cascade rate is ``1 / (1/student_rate + routed/teacher_rate)`` (the
     student runs on every document).

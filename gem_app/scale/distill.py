@@ -2,7 +2,8 @@
 
 :func:`distill_run` labels the run's documents (or another corpus) with the teacher, trains
 the student on a share of them and measures it on the rest: agreement, mean KL, speed of
-student and of encoder + teacher, and the cascade curve (``docs/scale.md``).
+student and of encoder + teacher, and the cascade curve over the student's routing signal
+(``Student.routing_``, the one its threshold is on; ``docs/scale.md``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from gem_app.core.gem import GEM
 from gem_app.io.corpus import load_corpus
 from gem_app.io.embeddings import corpus_embeddings
 from gem_app.io.encoder import embed_texts
-from gem_app.scale.cascade import agreement, cascade_curve, mean_kl
+from gem_app.scale.cascade import agreement, cascade_curve, confidence, mean_kl
 from gem_app.scale.student import Student
 from gem_app.storage.runs import load_run
 
@@ -50,13 +51,15 @@ def distill_run(
 
     The teacher (the run's GEM) labels the run's documents, or those of ``data`` (with
     ``embeddings``, else the offline encoder embeds them). A random ``holdout`` share is
-    kept out of training and gives the reported agreement, mean KL and cascade curve;
+    kept out of training and gives the reported agreement, mean KL and cascade curve (over
+    the confidence under ``student.routing_``, the signal of its threshold);
     ``encoder_sample`` texts are embedded with the real encoder to time encoder + teacher
     (0 skips it; the curve then has no docs_per_s).
 
     Returns
     -------
-    dict of metrics (also stored in ``student.json``)
+    dict of metrics (also stored in ``student.json``); ``routing`` names the signal that
+    ``threshold`` and the curve's thresholds are on
     """
     if not 0 < holdout < 1:
         raise ValueError(f"holdout must be in (0, 1), got {holdout!r}")
@@ -88,7 +91,12 @@ def distill_run(
         gem_rate = measure_rate(model.predict_proba, sample_X)
         teacher_rate = 1.0 / (1.0 / encode_rate + 1.0 / gem_rate)
     agrees = p.argmax(1) == q[test].argmax(1)
-    curve = cascade_curve(p.max(1), agrees, student_rate=student_rate, teacher_rate=teacher_rate)
+    curve = cascade_curve(
+        confidence(p, student.routing_),
+        agrees,
+        student_rate=student_rate,
+        teacher_rate=teacher_rate,
+    )
     at_default = min(curve, key=lambda c: abs(c["threshold"] - student.threshold_))
     metrics = {
         "n_train": int(len(train)),
@@ -102,6 +110,7 @@ def distill_run(
         "teacher_docs_per_s": teacher_rate,
         "encoder_sample": int(encoder_sample),
         "threshold": student.threshold_,
+        "routing": student.routing_,
         "cascade_agreement": at_default["agreement"],
         "cascade_routed_fraction": at_default["routed_fraction"],
         "cascade_docs_per_s": at_default["docs_per_s"],

@@ -17,8 +17,9 @@ The default student is linear in both (a multinomial logistic regression,
 the teacher's soft assignments sharpened/softened by a temperature
 (``softmax(log q / temperature)``), or on hard labels, with the cross-entropy (KL) loss,
 and stopped early on the agreement with the teacher on a validation split. The same split
-gives the cascade curve (documents below a confidence threshold go to encoder + teacher)
-and the default threshold: the lowest one that reaches ``target_agreement``.
+gives the cascade curve (documents whose confidence under the ``routing`` signal, by
+default the margin between the top two probabilities, is below a threshold go to encoder +
+teacher) and the default threshold: the lowest one that reaches ``target_agreement``.
 
 Either way the fitted model is a :class:`~gem_app.scale.student_net.StudentNet`
 (an ``EmbeddingBag`` over the buckets), so students of every version load and score alike.
@@ -33,13 +34,20 @@ import numpy as np
 import torch
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from gem_app.core.rows import resolve_device
 from gem_app.io.records import check_texts
 from gem_app.scale import student_files
-from gem_app.scale.cascade import cascade_curve, choose_batch_size, choose_threshold
+from gem_app.scale.cascade import (
+    SIGNALS,
+    cascade_curve,
+    choose_batch_size,
+    choose_threshold,
+    confidence,
+)
 from gem_app.scale.hashing import hash_features, inverse_document_frequency, tfidf_weights
 from gem_app.scale.student_net import StaticVectors, batch_inputs
 from gem_app.scale.student_train import (
@@ -85,6 +93,12 @@ class Student(ClassifierMixin, BaseEstimator):
         Retrain on every row (validation rows included) for the best number of epochs.
     target_agreement : float, default=0.975
         The default cascade threshold is the lowest reaching this validation agreement.
+    routing : {"margin", "max", "entropy"}, default="margin"
+        The cascade's routing signal (:func:`~gem_app.scale.cascade.confidence`): a
+        document goes to the teacher when this confidence is below the threshold.
+        ``"margin"``: top minus runner-up probability (bench/bench_cascade.py: the best of
+        the three); ``"max"``: the top probability (students saved before the signal was
+        stored); ``"entropy"``: 1 - H(p) / log K.
     device : str or torch.device, default="auto"
         Where the network with a hidden layer trains (see
         :func:`gem_app.core.rows.resolve_device`); the linear student trains in numpy on
@@ -104,9 +118,12 @@ class Student(ClassifierMixin, BaseEstimator):
     history_ : list of dict (epoch, loss, validation_agreement)
     validation_agreement_ : float
     cascade_curve_ : list of dict (see :func:`~gem_app.scale.cascade.cascade_curve`), on
-        the validation rows
+        the validation rows, over the ``routing_`` confidence
     threshold_ : float
-        Default cascade threshold.
+        Default cascade threshold, on the ``routing_`` confidence.
+    routing_ : str
+        The routing signal ``threshold_`` was calibrated on (one of
+        :data:`~gem_app.scale.cascade.SIGNALS`); ``gem assign`` routes with it.
     """
 
     _parameter_constraints: dict = {
@@ -124,6 +141,7 @@ class Student(ClassifierMixin, BaseEstimator):
         "validation_fraction": [NumberInterval(Real, 0, 1, closed="neither")],
         "refit": ["boolean"],
         "target_agreement": [NumberInterval(Real, 0, 1, closed="both")],
+        "routing": [StrOptions(set(SIGNALS))],
         "device": [str, torch.device],
         "random_state": ["random_state", np.random.Generator],
     }
@@ -145,6 +163,7 @@ class Student(ClassifierMixin, BaseEstimator):
         validation_fraction=0.15,
         refit=True,
         target_agreement=0.975,
+        routing="margin",
         device="auto",
         random_state=None,
     ):
@@ -162,6 +181,7 @@ class Student(ClassifierMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.refit = refit
         self.target_agreement = target_agreement
+        self.routing = routing
         self.device = device
         self.random_state = random_state
 
@@ -259,7 +279,10 @@ class Student(ClassifierMixin, BaseEstimator):
         self.classes_ = classes
         self.n_clusters_ = K
         self.validation_agreement_ = max(h["validation_agreement"] for h in self.history_)
-        self.cascade_curve_ = cascade_curve(p_val.max(1), p_val.argmax(1) == teacher_top[val])
+        self.routing_ = self.routing
+        self.cascade_curve_ = cascade_curve(
+            confidence(p_val, self.routing_), p_val.argmax(1) == teacher_top[val]
+        )
         self.threshold_ = choose_threshold(self.cascade_curve_, self.target_agreement)
         self.net_ = net.cpu().eval()
         return self

@@ -3,7 +3,14 @@
 The JSON records the student's parameters (``get_params()``), its classes, the hashing
 scheme with a probe text and its buckets (a different hashing is refused at load), the
 fingerprint of the static-vector table (the table itself is read back from the offline
-MiniLM package), the cascade threshold, the training history and free-form metrics.
+MiniLM package), the cascade threshold and the routing signal it is on, the training
+history and free-form metrics.
+
+Fields are only ever added within a ``format_version`` (1): a file lacking a later field
+loads with the value that reproduces what it meant when written; ``routing`` (added with
+issue 13) is absent from earlier files, whose threshold was calibrated on the top
+probability, so it reads as ``"max"``. A file of a newer GEM Studio carries parameters
+this one does not know and is refused (:func:`load_student`).
 """
 
 from __future__ import annotations
@@ -14,17 +21,20 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
+from gem_app.scale.cascade import SIGNALS
 from gem_app.scale.hashing import HASH_SCHEME, hash_features
 from gem_app.scale.student_net import StaticVectors, StudentNet, table_sha256
 from gem_app.utils.files import atomic_path, read_versioned_json, write_json
 
 __all__ = [
     "FORMAT_VERSION",
+    "LEGACY_ROUTING",
     "STUDENT_JSON",
     "STUDENT_TENSORS",
     "load_student",
     "read_student_json",
     "save_student",
+    "stored_routing",
 ]
 
 FORMAT_VERSION = 1
@@ -32,6 +42,8 @@ STUDENT_JSON = "student.json"
 STUDENT_TENSORS = "student.safetensors"
 _PROBE = "GEM Studio hashing probe: naïve café, 12 Debian packages."
 _NGRAMS = ("word_ngrams", "char_ngrams")
+#: The routing signal of a student.json written before ``routing`` was stored.
+LEGACY_ROUTING = "max"
 
 
 def _probe_buckets(params: dict) -> list[int]:
@@ -96,6 +108,7 @@ def save_student(student, folder, *, cluster_labels=None, metrics=None, metadata
         "classes": student.classes_.tolist(),
         "cluster_labels": cluster_labels,
         "threshold": student.threshold_,
+        "routing": student.routing_,
         "validation_agreement": student.validation_agreement_,
         "history": student.history_,
         "cascade_curve_validation": student.cascade_curve_,
@@ -113,11 +126,13 @@ def load_student(cls, folder, device="cpu"):
 
     A different format_version, hashing scheme, probe buckets or static-vector table, or
     parameters this version does not know, are a ValueError (retrain the student). Files of
-    earlier students (a hidden layer, no ``alpha``) load: the network layout is unchanged.
+    earlier students (a hidden layer, no ``alpha``) load: the network layout is unchanged;
+    one without ``routing`` routes on :data:`LEGACY_ROUTING` (see :func:`stored_routing`).
     """
     folder = Path(folder)
     doc = read_student_json(folder)
-    params = dict(doc["params"])
+    routing = stored_routing(doc, folder / STUDENT_JSON)
+    params = {"routing": routing, **doc["params"]}
     for key in _NGRAMS:
         params[key] = None if params[key] is None else tuple(params[key])
     if _probe_buckets(params) != doc["hashing"]["probe_buckets"]:
@@ -148,12 +163,34 @@ def load_student(cls, folder, device="cpu"):
     net.load_state_dict(state)
     student.net_ = net.eval().to(device)
     student.threshold_ = float(doc["threshold"])
+    student.routing_ = routing
     student.validation_agreement_ = float(doc["validation_agreement"])
     student.history_ = doc["history"]
     student.cascade_curve_ = doc["cascade_curve_validation"]
     student.cluster_labels_ = doc.get("cluster_labels")
     student.metrics_ = doc.get("metrics", {})
     return student
+
+
+def stored_routing(doc: dict, path) -> str:
+    """The routing signal of a student.json document (``"max"`` when the field is absent).
+
+    Raises
+    ------
+    ValueError
+        ``routing`` is not one of :data:`~gem_app.scale.cascade.SIGNALS`, or differs from
+        the ``routing`` parameter recorded in ``params``.
+    """
+    routing = doc.get("routing", LEGACY_ROUTING)
+    if not isinstance(routing, str) or routing not in SIGNALS:
+        raise ValueError(f"{path}: routing must be one of {', '.join(SIGNALS)}, got {routing!r}")
+    recorded = doc["params"].get("routing", routing)
+    if recorded != routing:
+        raise ValueError(
+            f"{path}: routing {routing!r} differs from params.routing {recorded!r}; the "
+            "threshold is on one signal only (retrain, or correct the file)"
+        )
+    return routing
 
 
 def read_student_json(folder) -> dict:

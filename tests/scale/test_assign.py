@@ -19,6 +19,7 @@ import gem_app.scale.assign
 from gem_app.cli import main
 from gem_app.core.gem import GEM
 from gem_app.scale.assign import LOCK, MANIFEST, assign
+from gem_app.scale.cascade import confidence
 from gem_app.scale.inputs import find_shards, shard_stem
 from gem_app.scale.local_engine import WORKERS_LOCK, _collect
 from gem_app.scale.student import Student
@@ -235,7 +236,9 @@ def test_cascade_routes_low_confidence_to_teacher(teacher_dir, tmp_path):
     (tmp_path / "in").mkdir()
     pq.write_table(pa.table({"text": texts, "emb": X.tolist()}), tmp_path / "in" / "c.parquet")
     p = student.predict_proba(texts)
-    threshold = float(np.median(p.max(1)))
+    assert student.routing_ == "margin"  # the default: the threshold is on the margin
+    margin = confidence(p, "margin")
+    threshold = float(np.median(margin))
     assign(
         tmp_path / "st",
         tmp_path / "in",
@@ -246,7 +249,8 @@ def test_cascade_routes_low_confidence_to_teacher(teacher_dir, tmp_path):
         workers=1,
     )
     frame = pd.read_parquet(tmp_path / "out" / "c.parquet")
-    routed = p.max(1) < threshold
+    routed = margin < threshold
+    assert 0 < routed.sum() < 60 and (routed != (p.max(1) < threshold)).any()
     assert (frame["assigned_by"] == np.where(routed, "teacher", "student")).all()
     expected = np.where(routed, q.argmax(1), p.argmax(1))
     np.testing.assert_array_equal(frame["cluster"].astype(int), expected)

@@ -21,7 +21,13 @@ from sklearn.utils import get_tags
 
 from gem_app.cli import main
 from gem_app.core.gem import GEM
-from gem_app.scale.cascade import agreement, cascade_curve, choose_threshold, mean_kl
+from gem_app.scale.cascade import (
+    agreement,
+    cascade_curve,
+    choose_threshold,
+    confidence,
+    mean_kl,
+)
 from gem_app.scale.hashing import hash_features, inverse_document_frequency, tfidf_weights
 from gem_app.scale.student import Student
 from gem_app.scale.student_files import STUDENT_JSON
@@ -206,6 +212,7 @@ def test_save_load_roundtrip_and_version_check(small_student, tmp_path):
         ({"target_agreement": 1.5}, "'target_agreement' parameter of Student"),
         ({"random_state": "seed"}, "'random_state' parameter of Student"),
         ({"device": "tpu"}, "device='tpu' is not a known device"),
+        ({"routing": "top"}, "'routing' parameter of Student must be a str among"),
     ],
 )
 def test_bad_parameters(params, message):
@@ -299,7 +306,8 @@ def test_sample_student_and_cascade_agree_with_teacher():
     assert student_agreement >= 0.78
     # the cascade: below the default threshold, the teacher answers (from the precomputed
     # embeddings; the encoder step is a look-up here)
-    routed = p.max(1) < student.threshold_
+    assert student.routing_ == "margin"
+    routed = confidence(p, student.routing_) < student.threshold_
     final = np.where(routed, q[test].argmax(1), p.argmax(1))
     assert np.mean(final == q[test].argmax(1)) >= 0.97
     assert routed.mean() < 0.75  # the student does take a share of the work
@@ -348,8 +356,16 @@ def test_cli_distill_writes_student_with_metrics(tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "held-out agreement with the teacher" in printed and "cascade at the default" in printed
+    assert "cascade routes on the margin (top minus runner-up probability)" in printed
     doc = json.loads((tmp_path / "st" / STUDENT_JSON).read_text())
     metrics = doc["metrics"]
+    assert doc["routing"] == metrics["routing"] == "margin"
+    # the held-out curve is over the margin of the held-out rows (distill's 20% split)
+    test = np.sort(np.random.default_rng(0).permutation(150)[:30])
+    p_test = Student.load(tmp_path / "st").predict_proba([texts[i] for i in test])
+    margin = confidence(p_test, "margin")
+    for point in metrics["heldout_cascade_curve"]:
+        assert point["routed_fraction"] == pytest.approx(np.mean(margin < point["threshold"]))
     assert metrics["n_heldout"] == 30 and metrics["n_train"] == 120
     assert metrics["teacher_docs_per_s"] is None and metrics["student_docs_per_s"] > 0
     assert metrics["labels_per_s"] == pytest.approx(120 / metrics["train_seconds"])
