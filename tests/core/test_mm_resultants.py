@@ -1,4 +1,4 @@
-"""The resultants r = (a q)^T x of a pass: sparse sum over the non-zeros of q, or a GEMM."""
+"""The resultants r = (a q)^T x of a pass: a sparse product over the non-zeros of q, or a GEMM."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gem_app.core import mm
-from gem_app.core.mm import _weighted_resultants
+from gem_app.core.mm import _sparse_transpose, _transposed_weights
 
 
 def _sparse_q(n, K, extra, seed):
@@ -17,6 +17,10 @@ def _sparse_q(n, K, extra, seed):
     shared = rng.choice(n, size=extra, replace=False)  # rows split between two clusters
     q[shared, rng.integers(0, K, size=extra)] += rng.uniform(0.1, 1.0, size=extra)
     return q / q.sum(1, keepdims=True), rng.uniform(0.5, 3.0, size=n), rng.normal(size=(n, 7))
+
+
+def _weighted_resultants(aq, x):
+    return _transposed_weights(aq).matmul(x)  # as a pass forms r = (a q)^T x
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -36,13 +40,23 @@ def test_dense_q_takes_the_gemm_and_matches(monkeypatch):
     q = rng.dirichlet(np.ones(6), size=200)  # every entry non-zero
     x = rng.normal(size=(200, 5))
     calls = []
-    original = torch.Tensor.index_add_
-    monkeypatch.setattr(
-        torch.Tensor, "index_add_", lambda *a, **k: calls.append(1) or original(*a, **k)
-    )
+    monkeypatch.setattr(mm, "_sparse_transpose", lambda *a: calls.append(1))
     r = _weighted_resultants(torch.as_tensor(q), torch.as_tensor(x))
     assert calls == []
     np.testing.assert_allclose(r.numpy(), q.T @ x, rtol=1e-12)
+
+
+def test_the_sparse_transpose_is_aq_transposed_with_rows_in_order():
+    q, a, _ = _sparse_q(300, 12, 40, seed=4)
+    aq = torch.as_tensor(a[:, None] * q)
+    rows, clusters = aq.nonzero(as_tuple=True)
+    sparse = _sparse_transpose(aq, rows, clusters)
+    assert sparse.layout == torch.sparse_csr and sparse.shape == (12, 300)
+    np.testing.assert_array_equal(sparse.to_dense().numpy(), (a[:, None] * q).T)
+    crow, cols = sparse.crow_indices().numpy(), sparse.col_indices().numpy()
+    np.testing.assert_array_equal(np.diff(crow), np.count_nonzero(q, axis=0))
+    for k in range(12):  # each cluster's rows ascending: a fixed summation order
+        assert np.all(np.diff(cols[crow[k] : crow[k + 1]]) > 0)
 
 
 def test_both_paths_agree_and_are_deterministic(monkeypatch):
@@ -61,3 +75,12 @@ def test_an_empty_chunk_and_all_zero_weights_give_zero_resultants():
     assert empty.shape == (4, 3) and not empty.any()
     zero = _weighted_resultants(torch.zeros((10, 4)), torch.ones((10, 3)))
     assert zero.shape == (4, 3) and not zero.any()
+
+
+def test_the_second_moments_of_the_sparse_form_match_the_dense_ones():
+    q, a, _ = _sparse_q(800, 20, 90, seed=5)
+    aq = torch.as_tensor(a[:, None] * q)
+    sparse = _transposed_weights(aq)
+    assert sparse.layout == torch.sparse_csr
+    expected = (a[:, None] * q).T @ q  # sum_i a_i q_i q_i^T
+    np.testing.assert_allclose(sparse.matmul(torch.as_tensor(q)).numpy(), expected, rtol=1e-12)
