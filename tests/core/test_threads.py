@@ -31,18 +31,47 @@ def test_results_come_back_in_chunk_order_from_the_workers(two_workers):
     assert all(name.startswith("gem-chunks") for name in names)
 
 
-def test_each_chunk_on_a_worker_releases_the_free_memory_after_it(two_workers, monkeypatch):
+def test_a_pass_releases_the_free_memory_once_after_it(two_workers, monkeypatch):
     trims = []
     monkeypatch.setattr(threads, "_malloc_trim", lambda pad: trims.append(pad))
+    monkeypatch.setattr(threads, "_resident_bytes", lambda: 10 * 2**30)  # never grows
     with chunk_workers("cpu"):
-        map_chunks(lambda j: j, 7)
-    assert trims == [0] * 7
+        map_chunks(lambda j: trims.append("chunk"), 7)
+    assert trims == ["chunk"] * 7 + [0]  # after the last chunk, not between chunks
     trims.clear()
     map_chunks(lambda j: j, 5)  # outside a session: in order on the caller, no trim
     assert trims == []
 
 
-def test_a_failing_chunk_still_releases_memory_and_raises(two_workers, monkeypatch):
+def test_a_chunk_that_leaves_the_process_grown_releases_after_it(monkeypatch):
+    trims, size = [], {"now": 2**30}
+    monkeypatch.setattr(threads, "_malloc_trim", lambda pad: trims.append(pad))
+    monkeypatch.setattr(threads, "_resident_bytes", lambda: size["now"])
+
+    def work(j):
+        size["now"] += (threads.RETAINED_BYTES + 1) if j == 3 else 1
+        return j
+
+    run = threads._releasing(work, 2**30)
+    assert [run(j) for j in range(3)] == [0, 1, 2] and trims == []  # grew by 3 bytes
+    assert run(3) == 3 and trims == [0]  # past RETAINED_BYTES: released
+
+
+def test_where_the_resident_size_is_unknown_every_chunk_releases(two_workers, monkeypatch):
+    trims = []
+    monkeypatch.setattr(threads, "_malloc_trim", lambda pad: trims.append(pad))
+    monkeypatch.setattr(threads, "_resident_bytes", lambda: None)
+    with chunk_workers("cpu"):
+        map_chunks(lambda j: j, 5)
+    assert trims == [0] * 6
+
+
+def test_the_resident_size_is_read_from_the_process():
+    size = threads._resident_bytes()
+    assert size is None or 2**20 < size < 2**40
+
+
+def test_a_failing_pass_still_releases_memory_and_raises(two_workers, monkeypatch):
     trims, ran = [], []
     monkeypatch.setattr(threads, "_malloc_trim", lambda pad: trims.append(pad))
 
@@ -50,9 +79,10 @@ def test_a_failing_chunk_still_releases_memory_and_raises(two_workers, monkeypat
         ran.append(j)
         raise ValueError(f"chunk {j}")
 
+    monkeypatch.setattr(threads, "_resident_bytes", lambda: 2**30)
     with pytest.raises(ValueError, match="chunk 0"), chunk_workers("cpu"):
         map_chunks(work, 4)
-    assert ran and len(trims) == len(ran)  # the pool has shut down: every chunk that ran
+    assert ran and trims == [0]
 
 
 def test_without_malloc_trim_nothing_is_called(two_workers, monkeypatch):
