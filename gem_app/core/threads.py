@@ -25,12 +25,12 @@ While a session runs, torch work in *other* threads of the process runs single-t
 Memory: a chunk's temporaries are tens of MB (above glibc's initial mmap threshold, below
 the 32 MB it rises to after the first frees), so the workers' malloc arenas keep them
 after they are freed; on 1M x 384 rows with K = 256 this held 1.5 GiB more than the
-live buffers at the peak. A worker gives the free pages of the malloc arenas back to
-the system (glibc's ``malloc_trim(0)``; nothing where the C library has no such call) after
-a chunk when the process holds more than RETAINED_BYTES above its size at the start of
-the pass, and every pass ends with one release. Releasing after every chunk made each
-chunk fault its temporaries in again (11-13% of a pass); without any release inside a
-pass the float64 dual statistics pass at 1M x 256 peaked 1.2 GiB higher.
+live buffers at the peak. So the free pages of the malloc arenas go back to the system
+(glibc's ``malloc_trim(0)``; nothing where the C library has no such call) after a chunk,
+and after a pass, that leaves the process more than RETAINED_BYTES larger than at the
+start of the pass. Releasing after every chunk made each chunk fault its temporaries in
+again (11-13% of a pass) and cost k-means++ a release per centre; without any release
+inside a pass the float64 dual statistics pass at 1M x 256 peaked 1.2 GiB higher.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ __all__ = ["available_cpus", "chunk_workers", "map_chunks", "worker_count"]
 _lock = threading.Lock()
 _local = threading.local()
 _malloc_trim = None  # glibc's malloc_trim, looked up at the first session (False: none)
-RETAINED_BYTES = 256 * 2**20  # growth in a pass above which a worker releases free memory
+RETAINED_BYTES = 128 * 2**20  # growth in a pass above which the free memory is released
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -89,19 +89,21 @@ def _resident_bytes() -> int | None:
         return None
 
 
-def _releasing(function, start: int | None):
-    """``function`` followed by a release when the process grew RETAINED_BYTES past ``start``.
+def _release_if_grown(start: int | None) -> None:
+    """Release the free memory if the process grew RETAINED_BYTES past ``start`` (or unknown)."""
+    now = _resident_bytes()
+    if start is None or now is None or now > start + RETAINED_BYTES:
+        _release_free_memory()
 
-    Where the resident size is unknown, every chunk is followed by a release.
-    """
+
+def _releasing(function, start: int | None):
+    """``function`` followed by :func:`_release_if_grown` (``start``: size at the pass's start)."""
 
     def run(j):
         try:
             return function(j)
         finally:
-            now = _resident_bytes()
-            if start is None or now is None or now > start + RETAINED_BYTES:
-                _release_free_memory()
+            _release_if_grown(start)
 
     return run
 
@@ -149,15 +151,17 @@ def map_chunks(function, n_chunks: int) -> list:
     """``[function(j) for j in range(n_chunks)]``, on the session's workers when there are any.
 
     Chunks are handed out one at a time (a free worker takes the next); the list is in
-    chunk order. The free memory of the malloc arenas goes back to the system after the
-    pass, and after a chunk when the process has grown by RETAINED_BYTES (module
-    docstring). Outside a session, from inside a worker, or for one chunk, it runs in order
-    on the calling thread.
+    chunk order. The free memory of the malloc arenas goes back to the system after a chunk
+    or after the pass when the process has grown by RETAINED_BYTES since the pass began
+    (module docstring). Outside a session, from inside a worker, or for one chunk, it runs
+    in order on the calling thread.
     """
     pool = _Session.pool
     if pool is None or n_chunks <= 1 or getattr(_local, "worker", False):
         return [function(j) for j in range(n_chunks)]
+    start = _resident_bytes()
+    release = _releasing(function, start)
     try:
-        return list(pool.map(_releasing(function, _resident_bytes()), range(n_chunks)))
+        return list(pool.map(release, range(n_chunks)))
     finally:
-        _release_free_memory()
+        _release_if_grown(start)

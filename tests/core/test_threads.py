@@ -31,15 +31,28 @@ def test_results_come_back_in_chunk_order_from_the_workers(two_workers):
     assert all(name.startswith("gem-chunks") for name in names)
 
 
-def test_a_pass_releases_the_free_memory_once_after_it(two_workers, monkeypatch):
+def test_a_pass_that_leaves_the_process_as_it_was_releases_nothing(two_workers, monkeypatch):
     trims = []
     monkeypatch.setattr(threads, "_malloc_trim", lambda pad: trims.append(pad))
     monkeypatch.setattr(threads, "_resident_bytes", lambda: 10 * 2**30)  # never grows
     with chunk_workers("cpu"):
-        map_chunks(lambda j: trims.append("chunk"), 7)
-    assert trims == ["chunk"] * 7 + [0]  # after the last chunk, not between chunks
+        assert map_chunks(lambda j: j, 7) == list(range(7))
+    assert trims == []
+
+
+def test_a_pass_that_grows_the_process_releases_after_it(two_workers, monkeypatch):
+    trims, size = [], {"now": 2**30}
+    monkeypatch.setattr(threads, "_malloc_trim", lambda pad: trims.append(pad))
+    monkeypatch.setattr(threads, "_resident_bytes", lambda: size["now"])
+
+    def work(j):
+        size["now"] = 2**30 + threads.RETAINED_BYTES + 1  # every chunk sees the growth
+
+    with chunk_workers("cpu"):
+        map_chunks(work, 5)
+    assert trims == [0] * 6  # after each chunk and after the pass
     trims.clear()
-    map_chunks(lambda j: j, 5)  # outside a session: in order on the caller, no trim
+    map_chunks(work, 5)  # outside a session: in order on the caller, no release
     assert trims == []
 
 
@@ -55,6 +68,8 @@ def test_a_chunk_that_leaves_the_process_grown_releases_after_it(monkeypatch):
     run = threads._releasing(work, 2**30)
     assert [run(j) for j in range(3)] == [0, 1, 2] and trims == []  # grew by 3 bytes
     assert run(3) == 3 and trims == [0]  # past RETAINED_BYTES: released
+    threads._release_if_grown(size["now"])  # no growth since this start: nothing
+    assert trims == [0]
 
 
 def test_where_the_resident_size_is_unknown_every_chunk_releases(two_workers, monkeypatch):
@@ -79,10 +94,10 @@ def test_a_failing_pass_still_releases_memory_and_raises(two_workers, monkeypatc
         ran.append(j)
         raise ValueError(f"chunk {j}")
 
-    monkeypatch.setattr(threads, "_resident_bytes", lambda: 2**30)
+    monkeypatch.setattr(threads, "_resident_bytes", lambda: None)  # unknown: always release
     with pytest.raises(ValueError, match="chunk 0"), chunk_workers("cpu"):
         map_chunks(work, 4)
-    assert ran and trims == [0]
+    assert ran and len(trims) == len(ran) + 1  # after every chunk that ran, and the pass
 
 
 def test_without_malloc_trim_nothing_is_called(two_workers, monkeypatch):
