@@ -138,14 +138,15 @@ def resultant_pass(
         a = rows.weight_c[j]
         counts = a @ q
         moments = r = None
-        if second_moments == "diag":
+        if second_moments == "diag" and not resultants:
             moments = a @ (q * q)
-        full = second_moments == "full"
-        if full or resultants:
-            aq = q * a[:, None] if full else q.mul_(a[:, None])
+        if second_moments == "full" or resultants:
+            aq = q.mul_(a[:, None]) if second_moments is None else q * a[:, None]
             aq_t = _transposed_weights(aq) if resultants else aq.T
-            if full:
+            if second_moments == "full":
                 moments = aq_t.matmul(q)  # sum_i a_i q_i q_i^T
+            elif second_moments == "diag":
+                moments = _diagonal_moments(aq_t, q, a)
             if resultants:
                 r = aq_t.matmul(rows.points(j))  # r_k = sum_i a_i q_ik x_i
         return counts, moments, r, lab, lse
@@ -204,6 +205,25 @@ def _transposed_weights(aq: torch.Tensor) -> torch.Tensor:
     if len(rows) > SPARSE_MAX_DENSITY * aq.numel():
         return aq.T
     return _sparse_transpose(aq, rows, clusters)
+
+
+def _diagonal_moments(aq_t: torch.Tensor, q: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """sum_i a_i q_ik^2, shape (K,): over the non-zeros when ``aq_t`` is sparse.
+
+    Parameters
+    ----------
+    aq_t : Tensor of shape (K, n), (a q)^T from :func:`_transposed_weights`
+    q : Tensor of shape (n, K)
+    a : Tensor of shape (n,), the masses
+    """
+    if aq_t.layout != torch.sparse_csr:
+        return a @ (q * q)
+    crow, rows = aq_t.crow_indices(), aq_t.col_indices()
+    clusters = torch.repeat_interleave(torch.arange(q.shape[1], device=q.device), crow.diff())
+    values = aq_t.values()
+    return torch.zeros(q.shape[1], dtype=q.dtype, device=q.device).index_add_(
+        0, clusters, values * q[rows, clusters]
+    )
 
 
 def _sparse_transpose(aq: torch.Tensor, rows: torch.Tensor, clusters: torch.Tensor):

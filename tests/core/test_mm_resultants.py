@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gem_app.core import mm
-from gem_app.core.mm import _sparse_transpose, _transposed_weights
+from gem_app.core.mm import _diagonal_moments, _sparse_transpose, _transposed_weights
 
 
 def _sparse_q(n, K, extra, seed):
@@ -84,3 +84,15 @@ def test_the_second_moments_of_the_sparse_form_match_the_dense_ones():
     assert sparse.layout == torch.sparse_csr
     expected = (a[:, None] * q).T @ q  # sum_i a_i q_i q_i^T
     np.testing.assert_allclose(sparse.matmul(torch.as_tensor(q)).numpy(), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_the_diagonal_second_moments_match_a_q_squared(monkeypatch, sparse):
+    q, a, _ = _sparse_q(600, 30, 70, seed=6)
+    a[::17] = 0.0  # rows of zero mass: no entry in the sparse form
+    if not sparse:
+        monkeypatch.setattr(mm, "SPARSE_MAX_DENSITY", 0.0)
+    qt, at = torch.as_tensor(q), torch.as_tensor(a)
+    aq_t = _transposed_weights(qt * at[:, None])
+    assert (aq_t.layout == torch.sparse_csr) == sparse
+    np.testing.assert_allclose(_diagonal_moments(aq_t, qt, at).numpy(), a @ (q * q), rtol=1e-12)
