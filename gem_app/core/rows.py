@@ -18,6 +18,7 @@ from gem_app.core.correction import (
     NO_DIRECTION_EPS,
     correct_units,
     flagged_rows,
+    may_have_no_direction,
     no_direction_message,
 )
 from gem_app.core.threads import chunk_workers, map_chunks
@@ -122,7 +123,11 @@ class Rows:
     ------
     ValueError
         When a row has no direction left after the correction (``||u_i - m||^2 <= eps``),
-        with the message of :func:`gem_app.core.correction.no_direction_message`.
+        with the message of :func:`gem_app.core.correction.no_direction_message`. The rows
+        are checked in the pass that fills the cache; uncached, they are checked only when
+        one can be flagged at all (``||u - m|| >= 1 - ||m||``,
+        :func:`gem_app.core.correction.may_have_no_direction`), so that the set-up of a
+        large fit does not read X once more just to find nothing.
     """
 
     def __init__(
@@ -158,6 +163,9 @@ class Rows:
             x, flags = self._compute(j)
             return (x if keep else None), flagged_rows(flags, self.bounds[j][0])
 
+        anisotropy = 0.0 if mean is None else float(np.linalg.norm(mean))
+        if not keep and (mean is None or not may_have_no_direction(anisotropy, eps)):
+            return  # no row can be flagged: no pass over X to check them (see Raises)
         degenerate: list[int] = []
         with chunk_workers(device):
             for x, flagged in map_chunks(check, len(self.bounds)):
@@ -165,7 +173,6 @@ class Rows:
                 if keep:
                     self._cache.append(x)
         if degenerate:
-            anisotropy = 0.0 if mean is None else float(np.linalg.norm(mean))
             raise ValueError(no_direction_message(degenerate, n, anisotropy))
 
     def __len__(self) -> int:

@@ -8,7 +8,7 @@ import torch
 
 from gem_app.core.correction import correct_units
 from gem_app.core.gem import GEM
-from gem_app.core.rows import prepare_rows, resolve_device
+from gem_app.core.rows import Rows, prepare_rows, resolve_device
 
 
 # ----------------------------------------------------------------------------- devices
@@ -134,3 +134,23 @@ def test_uncached_points_are_computed_once_per_consecutive_read(monkeypatch):
         a, b = rows.bounds[j]
         np.testing.assert_allclose(rows.points(j).numpy(), expected[a:b], rtol=1e-15)
     assert computed == [0, 1, 3, 0]
+
+
+def test_uncached_rows_skip_the_check_pass_only_when_no_row_can_be_flagged(monkeypatch):
+    monkeypatch.setattr("gem_app.core.rows.POINT_CACHE_BYTES", 0)
+    computed = []
+    original = Rows._compute
+    monkeypatch.setattr(Rows, "_compute", lambda self, j: computed.append(j) or original(self, j))
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(20, 3))
+    cpu = torch.device("cpu")
+    for mean in (None, np.array([0.3, 0.0, 0.0])):  # ||u - m|| >= 0.7 for every unit row
+        prepare_rows(X, np.ones(20), mean, None, device=cpu, dtype=torch.float64, chunk_size=6)
+        assert computed == []
+    near = np.r_[np.ones((5, 3)), [[1.0, -1.0, 0.0]]]  # rows equal to a unit mean: flagged
+    with pytest.raises(ValueError, match=r"5 row\(s\)"):
+        prepare_rows(
+            near, np.ones(6), np.ones(3) / np.sqrt(3.0), None, device=cpu, dtype=torch.float64,
+            chunk_size=4,
+        )  # fmt: skip
+    assert computed == [0, 1]
