@@ -10,10 +10,17 @@ held-out agreement >= 0.80. Usage::
 Steps: fit a run (``gem fit``, K = 16) on the first ``--docs`` documents; time ``gem
 distill RUN --out STUDENT`` end to end in this process (teacher labels, student training on
 ``(1 - holdout)`` of the documents, held-out agreement, the encoder timing sample, the
-files); then, for each ``--grow`` count, train a student in a fresh process on that many
-labels (the corpus's texts repeated, each copy with its own id word, labels from a teacher
-fitted on the whole corpus here) and report its training time, labels/s and the growth of
-its peak resident memory over the process's start (imports + texts).
+files); then, for each ``--grow`` count and each ``--store`` (where the fit keeps its
+features: ``memory`` or ``disk``, see gem_app/scale/feature_store.py), train a student in a
+fresh process on that many labels (the corpus's texts repeated, each copy with its own id
+word, labels from a teacher fitted on the whole corpus here) and report its training time,
+labels/s, the peak of its numpy/scipy buffers (tracemalloc) and the growth of its peak
+resident memory over the process's start (imports + texts + targets). ``--epochs`` caps the
+student's epochs (default: its own, 15 with early stopping) to keep big sizes short::
+
+    python bench/bench_distill.py --data /tmp/work/debian20k/debian_packages.parquet \
+        --embeddings /tmp/work/debian20k/embeddings.npy --no-distill --grow 48000 96000 \
+        --store disk memory --epochs 3
 """
 
 from __future__ import annotations
@@ -52,6 +59,11 @@ def main() -> None:
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--teacher-q", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--no-distill", action="store_true", help="only the --grow runs")
+    parser.add_argument(
+        "--store", nargs="*", default=["disk", "memory"], choices=["disk", "memory"]
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="the student's epochs")
+    parser.add_argument("--scratch-dir", default=None, help="where the disk store writes")
     args = parser.parse_args()
     if args.child is not None:
         print(json.dumps(grow_child(args)))
@@ -108,23 +120,37 @@ def grow(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         np.save(Path(tmp) / "q.npy", teacher.predict_proba(X))
         for n in args.grow:
-            flags = ["--data", args.data, "--teacher-q", str(Path(tmp) / "q.npy")]
-            out = subprocess.run(
-                [sys.executable, __file__, *flags, "--child", str(n)],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            _print_growth(json.loads(out.stdout.strip().splitlines()[-1]))
+            for store in args.store:
+                flags = ["--data", args.data, "--teacher-q", str(Path(tmp) / "q.npy")]
+                flags += ["--store", store] + _optional(args)
+                out = subprocess.run(
+                    [sys.executable, __file__, *flags, "--child", str(n)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                _print_growth(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _optional(args) -> list[str]:
+    """The child's --epochs and --scratch-dir flags, when given."""
+    flags = [] if args.epochs is None else ["--epochs", str(args.epochs)]
+    return flags + ([] if args.scratch_dir is None else ["--scratch-dir", args.scratch_dir])
 
 
 def _print_growth(r: dict) -> None:
+    passes = r["label_passes"]
+    where = "on disk" if r["store"] == "disk" else "in memory"
     print(
-        f"{r['labels']:>8} labels: fit {r['fit_s']:.1f} s (hashing about {r['features_s']:.1f} s), "
-        f"{r['labels'] / r['fit_s']:,.0f} labels/s, {r['epochs']} epochs; peak of the fit's "
-        f"numpy/scipy buffers {r['traced_peak_mb']:,.0f} MB = "
-        f"{r['traced_peak_mb'] * 1024 / r['labels']:.1f} KB per label (+ the static vectors in "
-        f"torch, 1.5 KB per label); process peak RSS {r['peak_rss_mb']:,.0f} MB"
+        f"{r['labels']:>8} labels, {r['store']:>6}: fit {r['fit_s']:.1f} s (hashing about "
+        f"{r['features_s']:.1f} s), {r['labels'] / r['fit_s']:,.0f} labels/s, {r['epochs']} "
+        f"epochs + refit ({passes:,.0f} labels through the trainer: "
+        f"{passes / r['fit_s']:,.0f} labels/s of epoch); peak of the fit's numpy/scipy buffers "
+        f"{r['traced_peak_mb']:,.0f} MB = {r['traced_peak_mb'] * 1024 / r['labels']:.2f} KB per "
+        f"label; process peak RSS {r['peak_rss_mb']:,.0f} MB = {r['rss_before_mb']:,.0f} MB "
+        f"at the fit's start (imports, texts, targets) + {r['peak_rss_mb'] - r['rss_before_mb']:,.0f}"
+        f" MB in the fit; features {r['feature_kb_per_label']:.1f} KB per label "
+        f"({r['feature_kb_per_label'] * r['labels'] / 2**20:,.2f} GB {where})"
     )
 
 
@@ -134,26 +160,67 @@ def grow_child(args) -> dict:
     base = pd.read_parquet(args.data)["text"].tolist()
     rows = np.arange(args.child) % len(base)
     texts = [f"{base[r]} copy{i // len(base)}" for i, r in enumerate(rows)]
+    targets = q[rows]
     started = time.perf_counter()
-    hash_features(texts[:4096])  # the hashing share of the fit, from one chunk
+    sample = hash_features(texts[:4096])  # the hashing share of the fit, from one chunk
     features_s = (time.perf_counter() - started) * len(texts) / min(len(texts), 4096)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    student = Student(random_state=0)
+    # the store's layout: float32 data + int32 indices per non-zero, 384 float32 static
+    feature_kb = (sample.nnz / sample.shape[0] * 8 + 384 * 4) / 1024
+    del sample
+    rss_before = _reset_peak_rss()
+    kw = {} if args.epochs is None else {"epochs": args.epochs}
+    student = Student(
+        random_state=0, feature_store=args.store[0], scratch_dir=args.scratch_dir, **kw
+    )
     tracemalloc.start()  # numpy and scipy report their buffers to tracemalloc
     started = time.perf_counter()
-    student.fit(texts, q[rows])
+    student.fit(texts, targets)
     fit_s = time.perf_counter() - started
     traced_peak = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
+    scores = [h["validation_agreement"] for h in student.history_]
+    best_epoch = int(np.argmax(scores)) + 1  # the refit's epochs (the first best one)
+    n_val = round(student.validation_fraction * len(texts))
     return {
         "labels": int(args.child),
+        "store": args.store[0],
         "features_s": features_s,
         "fit_s": fit_s,
         "epochs": len(student.history_),
+        "label_passes": len(scores) * (len(texts) - n_val) + best_epoch * len(texts),
         "rss_before_mb": rss_before,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": _peak_rss(),
         "traced_peak_mb": traced_peak,
+        "feature_kb_per_label": feature_kb,
     }
+
+
+def _reset_peak_rss() -> float:
+    """Reset the process's peak RSS to its current RSS (Linux ``clear_refs``); return it, MB.
+
+    Without a reset, the peak would still be that of the imports and the texts when the
+    fit stays below it. Elsewhere: the peak so far (``getrusage``).
+    """
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return _proc_status_mb("VmRSS")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _peak_rss() -> float:
+    """Peak resident memory of this process since the reset, MB."""
+    try:
+        return _proc_status_mb("VmHWM")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _proc_status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024  # kB
+    raise OSError(f"no {field} in /proc/self/status")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from gem_app.cli.fit_cmd import MAX_SEED
 from gem_app.scale.cascade import SIGNAL_NAMES, SIGNALS
 from gem_app.scale.distill import distill_run
+from gem_app.scale.feature_store import AUTO_DISK_ROWS, FEATURE_STORES, check_scratch_dir
 from gem_app.utils.files import check_writable_dir
 from gem_app.utils.validation import check_int
 
@@ -51,6 +52,19 @@ def register(sub) -> None:
         default=128,
         help="texts embedded to time encoder + teacher (0: skip)",
     )
+    p.add_argument(
+        "--feature-store",
+        choices=FEATURE_STORES,
+        default="auto",
+        help="where the training features live: memory, disk (scratch files read a batch at "
+        f"a time: memory flat in the labels) or auto (disk above {AUTO_DISK_ROWS:,} labels)",
+    )
+    p.add_argument(
+        "--scratch-dir",
+        default=None,
+        help="existing folder for the on-disk features (default: the system temp folder); "
+        "their gem-student-* folder is removed when the training ends",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.set_defaults(handler=run)
@@ -59,6 +73,7 @@ def register(sub) -> None:
 def run(args) -> int:
     check_int(args.seed, "--seed", minimum=0, maximum=MAX_SEED)
     check_writable_dir(args.out, "--out")  # before the teacher labels and the training
+    check_scratch_dir(args.scratch_dir)
     metrics = distill_run(
         args.run,
         args.out,
@@ -75,6 +90,8 @@ def run(args) -> int:
         target_agreement=args.target_agreement,
         routing=args.routing,
         static_vectors=not args.no_static_vectors,
+        feature_store=args.feature_store,
+        scratch_dir=args.scratch_dir,
         device=args.device,
     )
     print(summary(metrics, args.out))

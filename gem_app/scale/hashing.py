@@ -156,5 +156,17 @@ def tfidf_weights(counts, idf: np.ndarray, *, copy: bool = True, chunk_rows: int
 
 def inverse_document_frequency(counts) -> np.ndarray:
     """Smoothed idf = log((1 + N) / (1 + df)) + 1 of each bucket, shape (n_buckets,), float32."""
-    df = np.bincount(counts.indices, minlength=counts.shape[1])
-    return (np.log((1.0 + counts.shape[0]) / (1.0 + df)) + 1.0).astype(np.float32)
+    return idf_from_document_frequency(document_frequency(counts), counts.shape[0])
+
+
+def document_frequency(counts) -> np.ndarray:
+    """Number of rows of a csr ``counts`` (N, n_buckets) holding each bucket, shape (n_buckets,).
+
+    Additive over row chunks: the df of a corpus is the sum of its chunks' (the streamed fit).
+    """
+    return np.bincount(counts.indices, minlength=counts.shape[1])
+
+
+def idf_from_document_frequency(df: np.ndarray, n_documents: int) -> np.ndarray:
+    """Smoothed idf = log((1 + N) / (1 + df)) + 1 from the document frequencies, float32."""
+    return (np.log((1.0 + n_documents) / (1.0 + np.asarray(df))) + 1.0).astype(np.float32)

@@ -28,6 +28,7 @@ Saved as ``student.safetensors`` + ``student.json`` (no pickle, :mod:`gem_app.sc
 
 from __future__ import annotations
 
+import os
 from numbers import Integral, Real
 
 import numpy as np
@@ -48,12 +49,19 @@ from gem_app.scale.cascade import (
     choose_threshold,
     confidence,
 )
-from gem_app.scale.hashing import hash_features, inverse_document_frequency, tfidf_weights
+from gem_app.scale.feature_store import (
+    FEATURE_STORES,
+    FeatureStore,
+    centred_unit,
+    resolve_store,
+)
+from gem_app.scale.hashing import hash_features, tfidf_weights
 from gem_app.scale.student_net import StaticVectors, batch_inputs
 from gem_app.scale.student_train import (
     linear_logits,
     linear_net,
     network_proba,
+    soft_targets,
     train_linear,
     train_network,
 )
@@ -99,6 +107,15 @@ class Student(ClassifierMixin, BaseEstimator):
         ``"margin"``: top minus runner-up probability (bench/bench_cascade.py: the best of
         the three); ``"max"``: the top probability (students saved before the signal was
         stored); ``"entropy"``: 1 - H(p) / log K.
+    feature_store : {"auto", "memory", "disk"}, default="auto"
+        Where ``fit`` keeps the training features (tf-idf rows, ~8 KB per Debian
+        description, and static vectors, 1.5 KB; :mod:`gem_app.scale.feature_store`):
+        ``"memory"``; ``"disk"``: scratch files in a fresh private folder under
+        ``scratch_dir``, a batch's rows read at a time, so that the resident memory does
+        not grow with the labels (the same student, bit for bit); ``"auto"``: on disk
+        above 50,000 texts. The folder is removed when ``fit`` returns or raises.
+    scratch_dir : str, path or None, default=None
+        Existing folder for the on-disk features (None: the system temp folder).
     device : str or torch.device, default="auto"
         Where the network with a hidden layer trains (see
         :func:`gem_app.core.rows.resolve_device`); the linear student trains in numpy on
@@ -142,6 +159,8 @@ class Student(ClassifierMixin, BaseEstimator):
         "refit": ["boolean"],
         "target_agreement": [NumberInterval(Real, 0, 1, closed="both")],
         "routing": [StrOptions(set(SIGNALS))],
+        "feature_store": [StrOptions(set(FEATURE_STORES))],
+        "scratch_dir": [str, os.PathLike, None],
         "device": [str, torch.device],
         "random_state": ["random_state", np.random.Generator],
     }
@@ -164,6 +183,8 @@ class Student(ClassifierMixin, BaseEstimator):
         refit=True,
         target_agreement=0.975,
         routing="margin",
+        feature_store="auto",
+        scratch_dir=None,
         device="auto",
         random_state=None,
     ):
@@ -182,6 +203,8 @@ class Student(ClassifierMixin, BaseEstimator):
         self.refit = refit
         self.target_agreement = target_agreement
         self.routing = routing
+        self.feature_store = feature_store
+        self.scratch_dir = scratch_dir
         self.device = device
         self.random_state = random_state
 
@@ -203,7 +226,7 @@ class Student(ClassifierMixin, BaseEstimator):
     def _static(self, texts):
         if self.static_model_ is None:
             return None
-        return _centred_unit(self.static_model_(texts), self.static_mean_)
+        return centred_unit(self.static_model_(texts), self.static_mean_)
 
     # -------------------------------------------------------------- fitting
     def fit(self, texts, y):
@@ -225,24 +248,24 @@ class Student(ClassifierMixin, BaseEstimator):
             _check_ngrams(getattr(self, name), name)
         texts = _check_texts(texts)
         q, classes = _targets(y, len(texts))
+        where = resolve_store(self.feature_store, len(texts))
         device = resolve_device(self.device)
+        with FeatureStore(where, self.scratch_dir) as store:  # its folder goes with the block
+            self.static_model_ = StaticVectors.from_minilm()[0] if self.static_vectors else None
+            weights, static, self.idf_, self.static_mean_ = store.build(
+                texts, self._features, self.static_model_
+            )  # the idf is unsupervised: from every text
+            self._train(weights, static, q, classes, device)
+        return self
+
+    def _train(self, weights, static, q, classes, device) -> None:
+        """Train on the stored features (csr/ndarray or their on-disk stand-ins)."""
         rng = np.random.default_rng(self.random_state)
         n, K = q.shape
         order = rng.permutation(n)
         n_val = max(1, int(round(self.validation_fraction * n)))
         val, train = np.sort(order[:n_val]), order[n_val:]
-        counts = self._features(texts)
-        self.idf_ = inverse_document_frequency(counts)  # unsupervised: every text
-        weights = tfidf_weights(counts, self.idf_, copy=False)  # in place: one matrix
-        del counts
-        self.static_model_, self.static_mean_ = None, None
-        static = None
-        if self.static_vectors:
-            self.static_model_, _ = StaticVectors.from_minilm()
-            raw = self.static_model_(texts)
-            self.static_mean_ = raw.mean(0).numpy()
-            static = _centred_unit(raw, self.static_mean_)
-        targets = softmax(np.log(np.maximum(q, 1e-300)) / self.temperature, axis=1)
+        targets = soft_targets(q, self.temperature)
         teacher_top = q.argmax(axis=1)
         schedule = {
             "epochs": self.epochs,
@@ -254,19 +277,14 @@ class Student(ClassifierMixin, BaseEstimator):
         seed = int(rng.integers(2**31))
         everything = np.arange(n)
         if self.hidden == 0:  # the linear student: numpy, explicit gradients
-            data = (
-                weights,
-                None if static is None else static.numpy(),
-                targets.astype(np.float32),
-                teacher_top,
-            )
+            data = (weights, static, targets, teacher_top)
             params, self.history_, best_epoch = train_linear(data, train, val, schedule, rng)
             p_val = softmax(linear_logits(params, data[0], data[1], val), axis=1)
             if self.refit:  # the same schedule on every row, for the best number of epochs
                 params, _, _ = train_linear(data, everything, None, schedule, rng, best_epoch)
             net = linear_net(params)
         else:
-            data = (weights, static, torch.from_numpy(targets).float(), teacher_top, device)
+            data = (weights, static, torch.from_numpy(targets), teacher_top, device)
             shape = (self.n_buckets, self.hidden, K, 0 if static is None else static.shape[1])
             net, self.history_, best_epoch = train_network(
                 data, shape, seed, train, val, schedule, rng
@@ -285,7 +303,6 @@ class Student(ClassifierMixin, BaseEstimator):
         )
         self.threshold_ = choose_threshold(self.cascade_curve_, self.target_agreement)
         self.net_ = net.cpu().eval()
-        return self
 
     # -------------------------------------------------------------- prediction
     def predict_proba(self, texts, batch_size=None):
@@ -338,12 +355,6 @@ class Student(ClassifierMixin, BaseEstimator):
     def load(cls, folder, device="cpu"):
         """Load a student folder; a different format_version or hashing scheme is a ValueError."""
         return student_files.load_student(cls, folder, device=device)
-
-
-def _centred_unit(vectors, mean) -> torch.Tensor:
-    """Rows of ``vectors - mean`` scaled to unit length (a zero row stays zero)."""
-    v = vectors - torch.from_numpy(mean)
-    return v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
 def _check_ngrams(value, name: str) -> None:

@@ -66,6 +66,8 @@ def _json_params(student) -> dict:
         params["random_state"] = None
     if isinstance(params["device"], torch.device):
         params["device"] = str(params["device"])
+    if params.get("scratch_dir") is not None:
+        params["scratch_dir"] = str(params["scratch_dir"])
     return params
 
 

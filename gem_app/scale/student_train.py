@@ -22,7 +22,14 @@ from scipy import sparse
 
 from gem_app.scale.student_net import StudentNet, batch_inputs
 
-__all__ = ["linear_logits", "linear_net", "network_proba", "train_linear", "train_network"]
+__all__ = [
+    "linear_logits",
+    "linear_net",
+    "network_proba",
+    "soft_targets",
+    "train_linear",
+    "train_network",
+]
 
 
 # ---------------------------------------------------------------------------- maths
@@ -37,6 +44,19 @@ def _cross_entropy(z: np.ndarray, targets: np.ndarray) -> float:
     shifted = z - z.max(axis=1, keepdims=True)
     log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     return float(-(targets * log_p).sum(axis=1).mean())
+
+
+def soft_targets(q: np.ndarray, temperature: float, chunk_rows: int = 4096) -> np.ndarray:
+    """Training targets ``softmax(log q / temperature)`` per row, shape (N, K), float32.
+
+    Computed in float64 by chunks of rows (the temporaries stay bounded; only the float32
+    result grows with N).
+    """
+    out = np.empty(q.shape, dtype=np.float32)
+    for start in range(0, len(q), chunk_rows):
+        log_q = np.log(np.maximum(q[start : start + chunk_rows], 1e-300))
+        out[start : start + chunk_rows] = _softmax(log_q / temperature)
+    return out
 
 
 def _adam_step(param, grad, m, v, step: int, lr: float, b1=0.9, b2=0.999, eps=1e-8) -> None:
@@ -54,22 +74,29 @@ def _adam_step(param, grad, m, v, step: int, lr: float, b1=0.9, b2=0.999, eps=1e
     param -= (lr / (1 - b1**step)) * m / denom
 
 
-def linear_logits(params, weights, static, rows=None) -> np.ndarray:
+def linear_logits(params, weights, static, rows=None, chunk_rows=4096) -> np.ndarray:
     """Logits ``X W + S V + b`` of some rows, shape (len(rows), K), float32.
 
     Parameters
     ----------
     params : list [W (n_buckets, K), V (static_dim, K) or None, b (K,)]
-    weights : csr_matrix (N, n_buckets)
-    static : ndarray (N, static_dim) or None
+    weights : csr_matrix (N, n_buckets), or a stand-in whose ``weights[rows]`` is one
+        (:class:`~gem_app.scale.feature_store.DiskCSR`)
+    static : ndarray (N, static_dim), a stand-in (``DiskRows``), or None
     rows : ndarray of int or None (every row)
+    chunk_rows : int
+        Rows taken from ``weights`` and ``static`` at a time (bounded temporaries).
     """
     W, V, b = params
-    X = weights if rows is None else weights[rows]
-    z = np.asarray(X @ W) + b
-    if V is not None:
-        z += (static if rows is None else static[rows]) @ V
-    return z
+    rows = np.arange(weights.shape[0]) if rows is None else np.asarray(rows)
+    out = [np.zeros((0, W.shape[1]), dtype=np.result_type(W, b))]
+    for start in range(0, len(rows), chunk_rows):
+        part = rows[start : start + chunk_rows]
+        z = np.asarray(weights[part] @ W) + b
+        if V is not None:
+            z += static[part] @ V
+        out.append(z)
+    return np.concatenate(out)
 
 
 def _batch_columns(X):
@@ -150,7 +177,8 @@ def train_linear(data, train, val, schedule, rng, epochs=None):
     Parameters
     ----------
     data : (weights csr (N, n_buckets) float32, static (N, d) float32 or None,
-            targets (N, K) float32, teacher_top (N,) int)
+            targets (N, K) float32, teacher_top (N,) int); weights and static may be the
+            on-disk stand-ins of :mod:`gem_app.scale.feature_store` (read a batch at a time)
     train, val : ndarray of int (val may be None: no early stopping)
     schedule : dict with epochs, batch_size, learning_rate, patience, alpha (L2 penalty)
     rng : numpy Generator (shuffles the training rows each epoch)
@@ -222,7 +250,8 @@ def train_network(data, shape, seed, train, val, schedule, rng, epochs=None):
 
     Parameters
     ----------
-    data : (weights csr, static torch (N, d) or None, targets torch (N, K), teacher_top, device)
+    data : (weights csr, static (N, d) or None, targets torch (N, K), teacher_top, device);
+        weights and static as in :func:`train_linear`
     shape : (n_buckets, hidden, K, static_dim)
     seed : int (the initial weights)
 
