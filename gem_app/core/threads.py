@@ -48,7 +48,7 @@ __all__ = ["available_cpus", "chunk_workers", "map_chunks", "worker_count"]
 _lock = threading.Lock()
 _local = threading.local()
 _malloc_trim = None  # glibc's malloc_trim, looked up at the first session (False: none)
-RETAINED_BYTES = 128 * 2**20  # growth in a pass above which the free memory is released
+RETAINED_BYTES = 64 * 2**20  # growth in a pass above which the free memory is released
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
