@@ -181,6 +181,7 @@ class PhaseTimer:
 
     def __init__(self, absorbing=("warm start",), nested=("seeding",)):
         self.seconds: dict = {}
+        self.counts: dict = {}  # timed calls per label
         self._stack: list = []
         self._absorbing, self._nested = set(absorbing), set(nested)
 
@@ -206,6 +207,7 @@ class PhaseTimer:
                     if self._stack:
                         self._stack[-1][1] += elapsed
                     self.seconds[label] = self.seconds.get(label, 0.0) + elapsed - entry[1]
+                    self.counts[label] = self.counts.get(label, 0) + 1
 
             return timed
 
@@ -377,31 +379,6 @@ def format_whole(name: str, shape, n_clusters: int, r0: float, summary: dict, it
 
 
 # --------------------------------------------------------------------------- per iteration
-def _main_thread_timer(seconds: dict, label: str, counts: dict):
-    """Exclusive seconds of top-level calls on the main thread (worker threads pass through)."""
-    stack = seconds.setdefault("_stack", [])
-
-    def wrapper(original):
-        def timed(*args, **kwargs):
-            if threading.current_thread() is not threading.main_thread():
-                return original(*args, **kwargs)
-            stack.append(0.0)
-            start = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                elapsed = time.perf_counter() - start
-                inner = stack.pop()
-                if stack:
-                    stack[-1] += elapsed
-                seconds[label] = seconds.get(label, 0.0) + elapsed - inner
-                counts[label] = counts.get(label, 0) + 1
-
-        return timed
-
-    return wrapper
-
-
 def time_gem(
     X, n_clusters: int, iters: int, seed: int, *, device="cpu", synchronize=None, **params
 ) -> dict:
@@ -419,13 +396,12 @@ def time_gem(
     if iters < 2:
         raise ValueError(f"iters must be >= 2 to time one interval, got {iters}")
     sync = synchronize or (lambda: None)
-    seconds: dict = {}
-    counts: dict = {}
+    timer = PhaseTimer(absorbing=(), nested=())
     marks: list = []
 
     def on_iteration(iteration, objective):
         sync()
-        marks.append((time.perf_counter(), dict(seconds), dict(counts)))
+        marks.append((time.perf_counter(), dict(timer.seconds), dict(timer.counts)))
 
     labels = [
         (mm, "resultant_pass", "pass (scores, q, resultants)"),
@@ -444,14 +420,14 @@ def time_gem(
     )
     with contextlib.ExitStack() as stack:
         for owner, name, label in labels:
-            stack.enter_context(_wrapped(owner, name, _main_thread_timer(seconds, label, counts)))
+            stack.enter_context(_wrapped(owner, name, timer.wrap(label)))
         stack.enter_context(warnings.catch_warnings())
         warnings.simplefilter("ignore")  # ConvergenceWarning: max_iter is deliberately small
         model.fit(X)
     (t0, s0, c0), (t1, s1, c1) = marks[0], marks[-1]
     count = len(marks) - 1
     per = (t1 - t0) / count
-    parts = {k: (s1.get(k, 0.0) - s0.get(k, 0.0)) / count for k in s1 if k != "_stack"}
+    parts = {k: (s1.get(k, 0.0) - s0.get(k, 0.0)) / count for k in s1}
     parts["other"] = per - sum(parts.values())
     passes = (c1.get("dual statistics pass", 0) - c0.get("dual statistics pass", 0)) / count
     return {"seconds": per, "passes": passes, "parts": parts, "n_iter": model.n_iter_}
