@@ -201,10 +201,9 @@ def _transposed_weights(aq: torch.Tensor) -> torch.Tensor:
     """
     if aq.device.type != "cpu" or aq.numel() == 0:
         return aq.T
-    rows, clusters = aq.nonzero(as_tuple=True)
-    if len(rows) > SPARSE_MAX_DENSITY * aq.numel():
-        return aq.T
-    return _sparse_transpose(aq, rows, clusters)
+    if int(torch.count_nonzero(aq)) > SPARSE_MAX_DENSITY * aq.numel():
+        return aq.T  # counted first: the indices of a dense q would be 2 x 8 bytes per entry
+    return _sparse_transpose(aq)
 
 
 def _diagonal_moments(aq_t: torch.Tensor, q: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -226,18 +225,19 @@ def _diagonal_moments(aq_t: torch.Tensor, q: torch.Tensor, a: torch.Tensor) -> t
     )
 
 
-def _sparse_transpose(aq: torch.Tensor, rows: torch.Tensor, clusters: torch.Tensor):
-    """aq^T as a (K, n) compressed-sparse-row tensor, from aq's non-zeros in row order.
+def _sparse_transpose(aq: torch.Tensor):
+    """aq^T as a (K, n) compressed-sparse-row tensor, from aq's non-zeros.
 
-    ``rows`` and ``clusters`` are ``aq.nonzero(as_tuple=True)``; a stable sort by
-    cluster keeps each cluster's columns (rows of aq) ascending.
+    ``nonzero`` lists them in row order; a stable sort by cluster keeps each cluster's
+    columns (rows of aq) ascending.
     """
     n, K = aq.shape
+    rows, clusters = aq.nonzero(as_tuple=True)
     order = torch.argsort(clusters, stable=True)
+    rows, clusters = rows[order], clusters[order]
     crow = torch.zeros(K + 1, dtype=torch.int64, device=aq.device)
     torch.cumsum(torch.bincount(clusters, minlength=K), 0, out=crow[1:])
-    values = aq[rows[order], clusters[order]]
-    return torch.sparse_csr_tensor(crow, rows[order], values, size=(K, n))
+    return torch.sparse_csr_tensor(crow, rows, aq[rows, clusters], size=(K, n))
 
 
 def linear_term(params: Params, stats: Resultants, total_weight: float) -> float:

@@ -49,8 +49,7 @@ def test_dense_q_takes_the_gemm_and_matches(monkeypatch):
 def test_the_sparse_transpose_is_aq_transposed_with_rows_in_order():
     q, a, _ = _sparse_q(300, 12, 40, seed=4)
     aq = torch.as_tensor(a[:, None] * q)
-    rows, clusters = aq.nonzero(as_tuple=True)
-    sparse = _sparse_transpose(aq, rows, clusters)
+    sparse = _sparse_transpose(aq)
     assert sparse.layout == torch.sparse_csr and sparse.shape == (12, 300)
     np.testing.assert_array_equal(sparse.to_dense().numpy(), (a[:, None] * q).T)
     crow, cols = sparse.crow_indices().numpy(), sparse.col_indices().numpy()
