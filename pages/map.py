@@ -13,7 +13,7 @@ import streamlit as st
 from gem_app.app import session_keys as keys
 from gem_app.app import state as app_state
 from gem_app.app.chosen import natural_cluster_weights
-from gem_app.app.density import category_codes, density_raster
+from gem_app.app.density import density_raster
 from gem_app.app.layout import map_layout
 from gem_app.app.projection import DEFAULT_POINT_CAP, cluster_centres, sphere_to_lonlat
 from gem_app.app.search import embed_query, fold_correction, search_documents
@@ -58,7 +58,7 @@ def _encoder():
     return load_encoder()
 
 
-@st.cache_data(max_entries=4, show_spinner="Indexing every document for search (once per fit)…")
+@st.cache_resource(max_entries=4, show_spinner="Indexing every document for search (once per fit)…")
 def _folded(key: tuple, _view):
     """The fit's correction folded into per-document factors (``key`` names the fit version)."""
     return fold_correction(_view.run.embeddings, *_view.model.transform_.correction())
@@ -133,8 +133,7 @@ def _colour_values(view, colour_by: str, clusters_all):
     if colour_by == "cluster":
         return clusters_all, [str(k) for k in range(view.n_clusters)], None, ()
     if colour_by == "human category":
-        codes, categories = category_codes(view.human)
-        return codes, categories, None, ()
+        return *view.human_codes, None, ()  # coded once per fit, not per rerun
     if colour_by == "document GIS":
         return None, None, np.asarray(view.gis.document, dtype=float), ()
     chosen = st.session_state.get(keys.MIX_CHOSEN)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gem_app.app.density import category_codes
 from gem_app.core.gis import compute_gis
 from gem_app.core.reassign import FrozenQStep, Reassignment, document_scores
 from gem_app.evaluate.baselines import run_baseline
@@ -90,6 +91,15 @@ class FitView:
         if "label" not in self.run.frame:
             return None
         return _frozen(self.run.frame["label"].astype(str).to_numpy())
+
+    @cached_property
+    def human_codes(self) -> tuple[np.ndarray, list[str]] | None:
+        """(codes (N,), categories) of :attr:`human` (:func:`gem_app.app.density.category_codes`,
+        computed once per fit: a sort of N strings), or None without a label column."""
+        if self.human is None:
+            return None
+        codes, categories = category_codes(self.human)
+        return _frozen(codes), categories
 
     @cached_property
     def masses(self) -> np.ndarray:

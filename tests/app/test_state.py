@@ -69,6 +69,9 @@ def test_fit_is_saved_and_viewed(small_fit):
     table = view.cluster_documents(0, limit=5)
     assert np.all(np.diff(table["probability"].to_numpy()) <= 1e-9)  # representative first
     assert (view.hard_labels[table["row"]] == 0).all()
+    codes, categories = view.human_codes  # the Map's "human category" colours, coded once
+    assert view.human_codes is view.human_codes and not codes.flags.writeable
+    assert (np.asarray(categories)[codes] == view.human).all()
     r = view.reassign(view.model.temperature, view.model.balance)
     np.testing.assert_allclose(r.masses, view.model.cluster_masses_, atol=1e-5)
 
