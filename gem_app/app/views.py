@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from gem_app.app.density import category_codes
+from gem_app.app.selection import documents_frame
 from gem_app.core.gis import compute_gis
 from gem_app.core.reassign import FrozenQStep, Reassignment, document_scores
 from gem_app.evaluate.baselines import run_baseline
@@ -245,10 +246,7 @@ class FitView:
             members = members[hit] if len(members) else members
         prob = self.q[members, cluster]
         order = members[np.argsort(-prob, kind="stable")][:limit]
-        out = frame.iloc[order][[c for c in ("id", "label", "tokens", "text") if c in frame]].copy()
-        out.insert(0, "probability", self.q[order, cluster])
-        out.insert(0, "row", order)
-        return out.reset_index(drop=True)
+        return documents_frame(frame, order, self.hard_labels, self.q).drop(columns="cluster")
 
 
 def _labels_from_dict(data: dict) -> LabelSet:

@@ -69,6 +69,8 @@ def test_fit_is_saved_and_viewed(small_fit):
     table = view.cluster_documents(0, limit=5)
     assert np.all(np.diff(table["probability"].to_numpy()) <= 1e-9)  # representative first
     assert (view.hard_labels[table["row"]] == 0).all()
+    assert list(table.columns[:3]) == ["row", "probability", "id"] and "cluster" not in table
+    np.testing.assert_allclose(table["probability"], view.q[table["row"], 0])
     codes, categories = view.human_codes  # the Map's "human category" colours, coded once
     assert view.human_codes is view.human_codes and not codes.flags.writeable
     assert (np.asarray(categories)[codes] == view.human).all()
