@@ -99,10 +99,8 @@ class FrozenQStep:
         self.n_clusters = scores.shape[1]
         self._chunks, self._rows = _chunked(scores, w)
         self._device = torch.device("cpu" if device is None else device)
-        self._tempered_ok = scores.size <= _TEMPERED_MAX_ENTRIES
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            self._scores = torch.from_numpy(scores).to(self._device)
+        self._tempered_ok = scores.numel() <= _TEMPERED_MAX_ENTRIES
+        self._scores = scores.to(self._device)
         self._weights = torch.as_tensor(w, dtype=torch.float64, device=self._device)
         self._tempered: TemperedScores | None = None
         self._solved: OrderedDict = OrderedDict()
@@ -284,8 +282,11 @@ def _check_slider(temperature, balance) -> tuple[float, float]:
     return T, check_real(balance, "balance", minimum=0)
 
 
-def _check_scores(scores, weights) -> tuple[np.ndarray, np.ndarray]:
-    """Scores as C-contiguous float32 (n, K) and document masses as float64 (n,), checked."""
+def _check_scores(scores, weights) -> tuple[torch.Tensor, np.ndarray]:
+    """Scores as a float32 (n, K) CPU tensor and document masses as float64 (n,), checked.
+
+    The tensor shares the memory of a C-contiguous float32 array, read-only or not.
+    """
     scores = np.ascontiguousarray(scores, dtype=np.float32)
     if scores.ndim != 2 or scores.shape[0] == 0:
         raise ValueError(
@@ -298,17 +299,17 @@ def _check_scores(scores, weights) -> tuple[np.ndarray, np.ndarray]:
     bad = np.flatnonzero(~np.isfinite(w) | (w <= 0))
     if len(bad):
         raise ValueError(f"weights must be finite and > 0; row {bad[0]} is {w[bad[0]]!r}")
-    return scores, w
+    with warnings.catch_warnings():
+        # the app shares its score matrix read-only; the tensor is only ever read
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(scores), w
 
 
-def _chunked(scores: np.ndarray, w: np.ndarray):
+def _chunked(scores: torch.Tensor, w: np.ndarray):
     """Score chunks (views, no copy) and their row masses, for the passes of :mod:`dual`."""
     n = scores.shape[0]
     bounds = [(a, min(a + _CHUNK_ROWS, n)) for a in range(0, n, _CHUNK_ROWS)]
-    with warnings.catch_warnings():
-        # the app shares its score matrix read-only; these views are only ever read
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        chunks = [torch.from_numpy(scores[a:b]) for a, b in bounds]
+    chunks = [scores[a:b] for a, b in bounds]
     rows = RowWeights.from_array(w, bounds, device=torch.device("cpu"), dtype=torch.float32)
     return chunks, rows
 
