@@ -61,11 +61,6 @@ def umap_sample_size() -> int:
         raise ValueError(f"GEM_APP_UMAP_SAMPLE must be an integer >= 4, got {value!r}") from exc
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(v, axis=1, keepdims=True)
-    return v / np.where(norm > 0, norm, 1.0)
-
-
 def _blend(sims: np.ndarray, idx: np.ndarray, anchor_xyz: np.ndarray, sharpness: float):
     """Weighted mean of the neighbours' xyz, ``w_j ∝ exp((s_j - s_max) * sharpness)``, on S^2.
 

@@ -90,9 +90,6 @@ def fold_correction(embeddings, mean=None, whitening=None, *, chunk_rows: int = 
     whitening : array-like of shape (d, d) or None
         As :meth:`gem_app.core.sphere.SphereTransform.correction` returns them.
     chunk_rows : int >= 1
-    folded : FoldedCorrection, optional
-        The documents' correction folded (:func:`fold_correction` with the same correction as
-        ``transform``): one product per chunk instead of correcting every document.
 
     Returns
     -------
@@ -180,6 +177,9 @@ def search_documents(
     mean_directions : ndarray of shape (K, d), optional
         Unit cluster directions on the corrected sphere, for the nearest clusters.
     chunk_rows : int >= 1
+    folded : FoldedCorrection, optional
+        The documents' correction folded (:func:`fold_correction` with the same correction as
+        ``transform``): one product per chunk instead of correcting every document.
 
     Returns
     -------
