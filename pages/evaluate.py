@@ -11,7 +11,7 @@ from gem_app.app import state as app_state
 from gem_app.app import studies
 from gem_app.app.mixes import base_from_document
 from gem_app.export.document import build_mixture_document
-from gem_app.export.saved import load_saved_mixture
+from gem_app.export.saved import load_saved_mixture, saved_mixture_names
 from gem_app.study import METHODS, StudyConfig, delta_table, prediction_table, weights_table
 from gem_app.study.report import mean_bpb
 from gem_app.viz import bpb_delta_heatmap, predicted_measured_figure, study_weights_figure
@@ -83,7 +83,7 @@ def _start_form(ws, view, tax_key: str, n_studies: int) -> None:
     currents = [NONE]
     if chosen is not None and chosen.report is not None and chosen.fit == view.name:
         currents.append(SESSION_MIX)
-    currents += [info.name for info in ws.list("mixtures")]
+    currents += saved_mixture_names(ws)
     with st.form(keys.EVAL_FORM):
         c1, c2, c3 = st.columns(3)
         preset = c1.selectbox(
@@ -240,11 +240,11 @@ def _results(ws, view, name: str) -> None:
         key=keys.EVAL_USE,
         icon=":material/send:",
     ):
-        base = base_from_document(
-            view.name, saved.recommended, f"study {name}: recommended ({config.get('target')})"
+        shared.start_mix_from(
+            base_from_document(
+                view.name, saved.recommended, f"study {name}: recommended ({config.get('target')})"
+            )
         )
-        st.session_state[keys.MIX_BASE] = base
-        st.session_state[keys.MIX_SOURCE] = base.label
         st.switch_page("mix.py")
 
     with st.expander("Every proxy"):

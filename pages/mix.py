@@ -263,9 +263,7 @@ def _frozen_geometry_body(view) -> None:
 
 def _use_saved(doc, name: str, fit: str, folder) -> None:
     """Start the mixture above from a saved one (a callback: it runs before the radio exists)."""
-    base = saved_base(doc, name, fit=fit, folder=folder)
-    st.session_state[keys.MIX_BASE] = base
-    st.session_state[keys.MIX_SOURCE] = base.label
+    shared.start_mix_from(saved_base(doc, name, fit=fit, folder=folder))
 
 
 def _compare_saved(ws, view, extensions: dict) -> None:

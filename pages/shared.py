@@ -68,6 +68,12 @@ def current_view():
         return app_state.fit_view(workspace(), name)
 
 
+def start_mix_from(base) -> None:
+    """Make ``base`` (a :class:`gem_app.app.mixes.BaseMixture`) the mixture Mix & Export shows."""
+    st.session_state[keys.MIX_BASE] = base
+    st.session_state[keys.MIX_SOURCE] = base.label
+
+
 def cluster_options(view) -> list[str]:
     return [f"{k}: {label}" for k, label in enumerate(view.label_names)]
 
