@@ -16,66 +16,47 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import plotly.io
+from streamlit.testing.v1 import AppTest
 
 from gem_app.app import session_keys as keys
+from gem_app.app import state as app_state
 from gem_app.app.bundle import APP_ENTRY
+from gem_app.core.reassign import q_from_scores
+from gem_app.viz import masses_shift_figure
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: its tests package
+from tests.synthetic_workspace import synthetic_fit  # noqa: E402
 
 ENTRY = str(APP_ENTRY)  # pages/streamlit_app.py
 
 
 def synthetic_workspace(root: Path, n: int, k: int = 32, d: int = 64, seed: int = 0) -> str:
     """A synthetic corpus of ``n`` documents (K topics of words, Gaussian blobs on the sphere), fitted."""
-    from gem_app.app import state as app_state
-
-    rng = np.random.default_rng(seed)
-    topic = rng.integers(k, size=n)
-    words = np.array([f"w{i}" for i in range(400)])
-    texts = [" ".join(words[(t * 11 + rng.integers(0, 12, size=6)) % 400]) for t in topic]
-    frame = pd.DataFrame(
-        {
-            "id": np.arange(n),
-            "text": texts,
-            "topic": [f"t{t}" for t in topic],
-            "tokens": rng.integers(20, 400, size=n),
-        }
+    workspace = synthetic_fit(
+        root, n, k=k, d=d, vocabulary=400, words_per_doc=6, seed=seed, max_iter=30
     )
-    data = root / "synthetic.parquet"
-    frame.to_parquet(data)
-    centres = rng.normal(size=(k, d))
-    X = (centres[topic] * 2.0 + rng.normal(size=(n, d))).astype(np.float32)
-    emb = root / "synthetic.npy"
-    np.save(emb, X)
-    ws = app_state.open_workspace(root / "ws")
-    app_state.fit_into_workspace(
-        ws,
-        "synthetic",
-        data,
-        n_clusters=k,
-        embeddings=emb,
-        label_col="topic",
-        tokens_col="tokens",
-        random_state=0,
-        max_iter=30,
-    )
-    return str(ws.root)
+    return str(workspace)
 
 
-def time_app(workspace: str, fit: str | None, repeats: int = 5) -> dict:
-    from streamlit.testing.v1 import AppTest
-
+def _session(workspace: str, fit: str | None) -> AppTest:
+    """The app in AppTest on ``workspace`` (UMAP off), showing ``fit`` (None: the default)."""
     os.environ["GEM_WORKSPACE"] = workspace
     os.environ["GEM_APP_UMAP"] = "0"
     at = AppTest.from_file(ENTRY, default_timeout=1800)
     at.run()
     if fit is not None:
         at.selectbox(key=keys.FIT_NAME).set_value(fit).run()
+    return at
+
+
+def time_app(workspace: str, fit: str | None, repeats: int = 5) -> dict:
+    at = _session(workspace, fit)
     at.switch_page("map.py").run()  # warm: labels, q, GIS
     at.switch_page("mix.py").run()  # warm: domains, scores
     assert not at.exception, [e.value for e in at.exception]
@@ -105,18 +86,7 @@ def time_frozen_sliders(workspace: str, fit: str | None) -> dict:
     ``before_s``, the q-step as it was solved before (:func:`q_from_scores` from the fit's
     dual, every pass an exp over the N x K scores).
     """
-    from streamlit.testing.v1 import AppTest
-
-    from gem_app.app import state as app_state
-    from gem_app.core.reassign import q_from_scores
-    from gem_app.viz import masses_shift_figure
-
-    os.environ["GEM_WORKSPACE"] = workspace
-    os.environ["GEM_APP_UMAP"] = "0"
-    at = AppTest.from_file(ENTRY, default_timeout=1800)
-    at.run()
-    if fit is not None:
-        at.selectbox(key=keys.FIT_NAME).set_value(fit).run()
+    at = _session(workspace, fit)
     at.switch_page("mix.py").run()  # warm: domains, scores, the solver
     assert not at.exception, [e.value for e in at.exception]
     page = []
@@ -159,8 +129,6 @@ def main() -> None:
         help="also time the frozen-geometry sliders (T, lambda) of Mix & Export",
     )
     args = parser.parse_args()
-    from gem_app.app import state as app_state
-
     with tempfile.TemporaryDirectory() as tmp:
         ws = app_state.open_workspace(Path(tmp) / "sample_ws")
         app_state.ensure_sample_fit(ws)

@@ -1,4 +1,5 @@
-"""A workspace with one fit of N planted synthetic documents (the 200k Map test, bench_map)."""
+"""A workspace with one fit of N planted synthetic documents (the 200k Map test, bench_map,
+bench_app)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,13 @@ def synthetic_fit(
     vocabulary: int = 200,
     words_per_doc: int = 5,
     seed: int = 0,
+    max_iter: int = 10,
 ) -> Path:
     """Fit ``synthetic`` (K topics as Gaussian blobs in d dimensions) into ``root/workspace``.
 
     Each document is ``words_per_doc`` words of its topic's stretch of a ``vocabulary``-word
-    list, with a ``topic`` label column and a ``tokens`` column; returns the workspace root.
+    list, with a ``topic`` label column and a ``tokens`` column; GEM runs ``max_iter`` MM
+    iterations. Returns the workspace root.
     """
     rng = np.random.default_rng(seed)
     topic = rng.integers(k, size=n)
@@ -50,6 +53,6 @@ def synthetic_fit(
         label_col="topic",
         tokens_col="tokens",
         random_state=0,
-        max_iter=10,
+        max_iter=max_iter,
     )
     return ws.root
