@@ -11,15 +11,18 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from tests.browser.ui import CHROMIUM, entropy, move_tau, nav_links, settle, tau_value, wait_until
+from tests.browser.ui import (
+    BROWSER_MARKS,
+    NAV,
+    entropy,
+    move_tau,
+    nav_links,
+    settle,
+    tau_value,
+    wait_until,
+)
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="needs Debian's Chromium at /usr/bin/chromium (apt install chromium)",
-    ),
-]
+pytestmark = BROWSER_MARKS
 pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
 SCHEMA = Path(__file__).resolve().parents[2] / "gem_app" / "export" / "mixture.schema.json"
 PAGES = [
@@ -31,7 +34,6 @@ PAGES = [
     ("evaluate", "Evaluate mixtures"),
     ("mix", "Mix & Export"),
 ]
-NAV = ["Data", "Fit", "Map", "Taxonomy", "Compare", "Evaluate", "Mix & Export"]
 
 
 def test_walk_every_page_move_tau_and_download(app_server, browser, out_dir, tmp_path):

@@ -12,15 +12,17 @@ import math
 import pytest
 
 from gem_app.app import state as app_state
-from tests.browser.ui import CHROMIUM, metric_value, nav_links, settle, tau_value, wait_until
+from tests.browser.ui import (
+    BROWSER_MARKS,
+    NAV,
+    metric_value,
+    nav_links,
+    settle,
+    tau_value,
+    wait_until,
+)
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="needs Debian's Chromium at /usr/bin/chromium (apt install chromium)",
-    ),
-]
+pytestmark = BROWSER_MARKS
 pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
 
 
@@ -31,15 +33,7 @@ def test_first_visit_to_mix_shows_the_navigation_and_the_page(app_server, browse
     page.screenshot(path=str(out_dir / "deep_link_mix.png"), full_page=True)
     assert page.url == f"{app_server}/mix"
     # the entry script ran: its navigation (titles, not file names) and its sidebar
-    assert nav_links(page) == [
-        "Data",
-        "Fit",
-        "Map",
-        "Taxonomy",
-        "Compare",
-        "Evaluate",
-        "Mix & Export",
-    ]
+    assert nav_links(page) == NAV
     sidebar = page.get_by_test_id("stSidebar")
     fit = sidebar.locator("[data-testid='stSelectbox']", has_text="Fit")
     assert fit.locator("input").input_value() == app_state.SAMPLE_FIT
@@ -88,13 +82,5 @@ def test_the_root_url_opens_the_map_at_its_own_url(app_server, browser):
     settle(page, "Map of the hypersphere")
     wait_until(lambda: page.url == f"{app_server}/map", what="the URL to become /map")
     assert page.get_by_text("Page not found").count() == 0
-    assert nav_links(page) == [
-        "Data",
-        "Fit",
-        "Map",
-        "Taxonomy",
-        "Compare",
-        "Evaluate",
-        "Mix & Export",
-    ]
+    assert nav_links(page) == NAV
     page.close()

@@ -15,16 +15,10 @@ from pathlib import Path
 import pytest
 
 from tests.browser.server import running_app
-from tests.browser.ui import CHROMIUM, wait_until
+from tests.browser.ui import BROWSER_MARKS, wait_until
 from tests.synthetic_workspace import synthetic_fit
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="needs Debian's Chromium at /usr/bin/chromium (apt install chromium)",
-    ),
-]
+pytestmark = BROWSER_MARKS
 pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
 GEM = Path(sys.executable).parent / "gem"
 N_DOCUMENTS = 200_000

@@ -5,7 +5,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 CHROMIUM = Path("/usr/bin/chromium")
+# the marks of every browser test module (its ``pytestmark``)
+BROWSER_MARKS = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="needs Debian's Chromium at /usr/bin/chromium (apt install chromium)",
+    ),
+]
+NAV = ["Data", "Fit", "Map", "Taxonomy", "Compare", "Evaluate", "Mix & Export"]  # sidebar links
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
