@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from scipy import sparse
+from scipy.special import log_softmax, softmax
 
 from gem_app.scale.student_net import StudentNet, batch_inputs
 
@@ -33,19 +34,6 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------- maths
-def _softmax(z: np.ndarray) -> np.ndarray:
-    """Row softmax of logits (N, K), max subtracted first."""
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def _cross_entropy(z: np.ndarray, targets: np.ndarray) -> float:
-    """Mean over rows of ``-sum_k T_k log softmax(z)_k``."""
-    shifted = z - z.max(axis=1, keepdims=True)
-    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return float(-(targets * log_p).sum(axis=1).mean())
-
-
 def soft_targets(q: np.ndarray, temperature: float, chunk_rows: int = 4096) -> np.ndarray:
     """Training targets ``softmax(log q / temperature)`` per row, shape (N, K), float32.
 
@@ -55,7 +43,7 @@ def soft_targets(q: np.ndarray, temperature: float, chunk_rows: int = 4096) -> n
     out = np.empty(q.shape, dtype=np.float32)
     for start in range(0, len(q), chunk_rows):
         log_q = np.log(np.maximum(q[start : start + chunk_rows], 1e-300))
-        out[start : start + chunk_rows] = _softmax(log_q / temperature)
+        out[start : start + chunk_rows] = softmax(log_q / temperature, axis=1)
     return out
 
 
@@ -130,8 +118,8 @@ def _linear_gradients(params, weights, static, targets, rows, alpha=0.0):
     if S is not None:
         z += S @ V
     T = targets[rows]
-    loss = _cross_entropy(z, T)
-    G = ((_softmax(z) - T) / len(rows)).astype(np.float32)
+    loss = float(-(T * log_softmax(z, axis=1)).sum(axis=1).mean())
+    G = ((softmax(z, axis=1) - T) / len(rows)).astype(np.float32)
     dW = np.asarray(X.T @ G)
     dV = None if S is None else S.T @ G
     if alpha:
