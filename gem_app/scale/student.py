@@ -33,7 +33,6 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.multiclass import check_classification_targets
@@ -58,9 +57,7 @@ from gem_app.scale.feature_store import (
 from gem_app.scale.hashing import hash_features, tfidf_weights
 from gem_app.scale.student_net import StaticVectors, batch_inputs
 from gem_app.scale.student_train import (
-    linear_logits,
     linear_net,
-    network_proba,
     soft_targets,
     train_linear,
     train_network,
@@ -278,20 +275,18 @@ class Student(ClassifierMixin, BaseEstimator):
         everything = np.arange(n)
         if self.hidden == 0:  # the linear student: numpy, explicit gradients
             data = (weights, static, targets, teacher_top)
-            params, self.history_, best_epoch = train_linear(data, train, val, schedule, rng)
-            p_val = softmax(linear_logits(params, data[0], data[1], val), axis=1)
+            params, self.history_, best_epoch, p_val = train_linear(data, train, val, schedule, rng)
             if self.refit:  # the same schedule on every row, for the best number of epochs
-                params, _, _ = train_linear(data, everything, None, schedule, rng, best_epoch)
+                params, _, _, _ = train_linear(data, everything, None, schedule, rng, best_epoch)
             net = linear_net(params)
         else:
             data = (weights, static, torch.from_numpy(targets), teacher_top, device)
             shape = (self.n_buckets, self.hidden, K, 0 if static is None else static.shape[1])
-            net, self.history_, best_epoch = train_network(
+            net, self.history_, best_epoch, p_val = train_network(
                 data, shape, seed, train, val, schedule, rng
             )
-            p_val = network_proba(net, weights, static, val, device)
             if self.refit:
-                net, _, _ = train_network(
+                net, _, _, _ = train_network(
                     data, shape, seed, everything, None, schedule, rng, best_epoch
                 )
         self.classes_ = classes

@@ -175,7 +175,8 @@ def train_linear(data, train, val, schedule, rng, epochs=None):
 
     Returns
     -------
-    (params [W, V, b] of the best epoch, history, best epoch)
+    (params [W, V, b] of the best epoch, history, best epoch, validation probabilities
+    (len(val), K) of those params, or None without ``val``)
     """
     weights, static, targets, teacher_top = data
     K = targets.shape[1]
@@ -187,7 +188,7 @@ def train_linear(data, train, val, schedule, rng, epochs=None):
     moments = [None if p is None else (np.zeros_like(p), np.zeros_like(p)) for p in params]
     average = [None if p is None else p.copy() for p in params]
     train = np.array(train)
-    best, best_epoch, best_params, stale, history, step = -1.0, 0, None, 0, [], 0
+    best, best_epoch, best_params, best_logits, stale, history, step = -1.0, 0, None, None, 0, [], 0
     batch = schedule["batch_size"]
     for epoch in range(epochs or schedule["epochs"]):
         total = 0.0
@@ -203,20 +204,21 @@ def train_linear(data, train, val, schedule, rng, epochs=None):
         _average_into(average, params, epoch)
         if val is None:
             continue
-        score = float(
-            np.mean(linear_logits(average, weights, static, val).argmax(1) == teacher_top[val])
-        )
+        logits = linear_logits(average, weights, static, val)
+        score = float(np.mean(logits.argmax(1) == teacher_top[val]))
         history.append(
             {"epoch": epoch + 1, "loss": total / len(train), "validation_agreement": score}
         )
         if score > best:
             best, best_epoch, stale = score, epoch + 1, 0
             best_params = [None if p is None else p.copy() for p in average]
+            best_logits = logits
         else:
             stale += 1
             if stale >= schedule["patience"]:
                 break
-    return (best_params or average), history, best_epoch
+    p_val = None if best_logits is None else softmax(best_logits, axis=1)
+    return (best_params or average), history, best_epoch, p_val
 
 
 def linear_net(params) -> StudentNet:
@@ -245,7 +247,8 @@ def train_network(data, shape, seed, train, val, schedule, rng, epochs=None):
 
     Returns
     -------
-    (network with the best validation weights, history, best epoch)
+    (network with the best validation weights, history, best epoch, its validation
+    probabilities (len(val), K) float32, or None without ``val``)
     """
     weights, static, targets, teacher_top, device = data
     with torch.random.fork_rng(devices=[]):
@@ -255,7 +258,7 @@ def train_network(data, shape, seed, train, val, schedule, rng, epochs=None):
     net = net.to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=schedule["learning_rate"], foreach=True)
     train = np.array(train)
-    best, best_epoch, best_state, stale, history = -1.0, 0, None, 0, []
+    best, best_epoch, best_state, best_proba, stale, history = -1.0, 0, None, None, 0, []
     for epoch in range(epochs or schedule["epochs"]):
         net.train()
         total = 0.0
@@ -278,13 +281,14 @@ def train_network(data, shape, seed, train, val, schedule, rng, epochs=None):
         if score > best:
             best, best_epoch, stale = score, epoch + 1, 0
             best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            best_proba = p_val
         else:
             stale += 1
             if stale >= schedule["patience"]:
                 break
     if best_state is not None:
         net.load_state_dict(best_state)
-    return net.eval(), history, best_epoch
+    return net.eval(), history, best_epoch, best_proba
 
 
 def network_proba(net, weights, static, rows, device) -> np.ndarray:

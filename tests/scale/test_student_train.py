@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import sparse
+from scipy.special import softmax
 from sklearn.linear_model import LogisticRegression
 
 from gem_app.scale.cascade import agreement
@@ -23,6 +24,9 @@ from gem_app.scale.student_train import (
     _linear_gradients,
     linear_logits,
     linear_net,
+    network_proba,
+    train_linear,
+    train_network,
 )
 
 
@@ -118,6 +122,35 @@ def test_linear_net_computes_the_same_logits(with_static):
     with torch.no_grad():
         logits = net(indices, offsets, torch.from_numpy(X.data), static).numpy()
     np.testing.assert_allclose(logits, linear_logits(params, X, S), rtol=1e-5, atol=1e-5)
+
+
+SCHEDULE = dict(epochs=4, batch_size=8, learning_rate=0.05, patience=2, alpha=0.0)
+
+
+def test_train_linear_returns_the_validation_probabilities_of_its_best_params():
+    X, S, T, _ = random_problem(4, n=60)
+    data = (X, S, T, T.argmax(1))
+    val, train = np.arange(0, 60, 4), np.setdiff1d(np.arange(60), np.arange(0, 60, 4))
+    params, history, best_epoch, p_val = train_linear(
+        data, train, val, SCHEDULE, np.random.default_rng(0)
+    )
+    assert 1 <= best_epoch <= len(history)
+    assert p_val.shape == (len(val), 4)
+    # exactly what the best params give on the validation rows (not recomputed by fit)
+    np.testing.assert_array_equal(p_val, softmax(linear_logits(params, X, S, val), axis=1))
+    assert train_linear(data, train, None, SCHEDULE, np.random.default_rng(0))[3] is None
+
+
+def test_train_network_returns_the_validation_probabilities_of_its_best_weights():
+    X, S, T, _ = random_problem(5, n=60)
+    data = (X, S, torch.from_numpy(T), T.argmax(1), torch.device("cpu"))
+    val, train = np.arange(0, 60, 4), np.setdiff1d(np.arange(60), np.arange(0, 60, 4))
+    shape = (X.shape[1], 6, 4, S.shape[1])
+    net, _, _, p_val = train_network(data, shape, 0, train, val, SCHEDULE, np.random.default_rng(0))
+    assert p_val.dtype == np.float32 and p_val.shape == (len(val), 4)
+    np.testing.assert_array_equal(p_val, network_proba(net, X, S, val, torch.device("cpu")))
+    no_val = train_network(data, shape, 0, train, None, SCHEDULE, np.random.default_rng(0))
+    assert no_val[3] is None
 
 
 # ----------------------------------------------------------------------------- planted set
