@@ -91,12 +91,14 @@ def _batch_columns(X):
     """The n-gram buckets a batch touches, and the batch with its columns renumbered.
 
     Returns (cols (U,) sorted bucket ids, csr_matrix (B, U)): ``X[:, cols]`` without the
-    untouched columns, found in O(nnz + n_buckets) (a mask, no sort).
+    untouched columns, found in O(nnz + n_buckets) (a mask, no sort); only the touched
+    buckets' new numbers are written (no cumulative sum over every bucket per batch).
     """
     touched = np.zeros(X.shape[1], dtype=bool)
     touched[X.indices] = True
     cols = np.flatnonzero(touched)
-    local = (np.cumsum(touched, dtype=np.int64) - 1).astype(X.indices.dtype)
+    local = np.empty(X.shape[1], dtype=X.indices.dtype)  # read at touched buckets only
+    local[cols] = np.arange(len(cols), dtype=X.indices.dtype)
     return cols, sparse.csr_matrix(
         (X.data, local[X.indices], X.indptr), shape=(X.shape[0], len(cols))
     )
