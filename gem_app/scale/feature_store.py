@@ -123,12 +123,26 @@ class _MemoryColumn:
         self.array = None
 
 
-class _DiskColumn:
-    """A growing array in a raw file of this process: appended, then read/written by rows."""
+class DiskRows:
+    """A growing array in a raw file of this process: appended, then read/written by rows.
+
+    Once built, ``S[rows]`` (an int array) reads those rows, shape (len(rows), *row_shape):
+    the static vectors' stand-in for an (N, d) ndarray, and the two columns of a
+    :class:`DiskCSR`.
+    """
 
     def __init__(self, path: Path, dtype):
         self.path, self.dtype, self.row_shape, self.length = path, np.dtype(dtype), None, 0
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+
+    @property
+    def shape(self) -> tuple:
+        """(rows appended, *row_shape)."""
+        return (self.length, *self.row_shape)
+
+    def __getitem__(self, rows) -> np.ndarray:
+        """Rows (an int array, any order, repeats allowed) as an ndarray (len(rows), *row_shape)."""
+        return self.gather(*_runs(_row_ids(rows, self.length)))
 
     def _row_bytes(self) -> int:
         return self.dtype.itemsize * int(np.prod(self.row_shape))
@@ -211,7 +225,8 @@ class DiskCSR:
 
     Parameters
     ----------
-    data, indices : the store's float32 and int32 columns (length nnz)
+    data, indices : DiskRows
+        The store's float32 and int32 columns (length nnz).
     indptr : ndarray of shape (N + 1,), int64 (in memory: 8 bytes per row)
     n_columns : int
     """
@@ -231,19 +246,6 @@ class DiskCSR:
             (self._data.gather(starts, stops), self._indices.gather(starts, stops), indptr),
             shape=(len(rows), self.shape[1]),
         )
-
-
-class DiskRows:
-    """A dense (N, d) float32 array in a scratch file; ``S[rows]`` reads those rows."""
-
-    def __init__(self, column, n_rows: int):
-        self._column = column
-        self.shape = (int(n_rows), *column.row_shape)
-
-    def __getitem__(self, rows) -> np.ndarray:
-        """Rows (an int array) as an ndarray of shape (len(rows), d)."""
-        rows = _row_ids(rows, self.shape[0])
-        return self._column.gather(*_runs(rows))
 
 
 # ---------------------------------------------------------------------------- the store
@@ -289,7 +291,7 @@ class FeatureStore:
         elif self.folder is None:
             raise RuntimeError("a disk FeatureStore is used inside a `with` block")
         else:
-            column = _DiskColumn(self.folder / f"{name}.{np.dtype(dtype).name}", dtype)
+            column = DiskRows(self.folder / f"{name}.{np.dtype(dtype).name}", dtype)
         self._columns.append(column)
         return column
 
@@ -353,6 +355,6 @@ class FeatureStore:
                 static.write(start, centred_unit(static.read(start, stop), mean))
         if self.where == "disk":
             weights = DiskCSR(data, indices, indptr, n_buckets)
-            return weights, None if static is None else DiskRows(static, n), idf, mean
+            return weights, static, idf, mean
         weights = sparse.csr_matrix((data.array, indices.array, indptr), shape=(n, n_buckets))
         return weights, None if static is None else static.array, idf, mean

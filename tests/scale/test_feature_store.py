@@ -85,6 +85,11 @@ def test_static_vectors_stored_centred_and_equal_both_ways(small_chunks):
         rows = np.arange(len(texts))
         np.testing.assert_array_equal(S_disk[rows], S_mem)
         assert S_disk.shape == S_mem.shape == (30, raw.shape[1])
+        some = np.array([5, 3, 3, 29, 0, 1, 2])  # any order, repeats, runs
+        np.testing.assert_array_equal(S_disk[some], S_mem[some])
+        assert S_disk[np.array([], dtype=int)].shape == (0, raw.shape[1])
+        with pytest.raises(IndexError, match="row 30 is out of range for 30 rows"):
+            S_disk[np.array([0, 30])]
     np.testing.assert_array_equal(mean_disk, mean_mem)
     np.testing.assert_allclose(mean_mem, raw.mean(0), rtol=1e-6, atol=1e-7)
     centred = raw - raw.mean(0)
