@@ -107,7 +107,7 @@ def batch_inputs(weights, static, rows, device):
     ----------
     weights : scipy.sparse.csr_matrix of shape (N, n_buckets)
         tf-idf weights of the hashed n-grams (or a stand-in whose ``weights[rows]`` is one).
-    static : torch.Tensor, ndarray (or a stand-in) of shape (N, dim), or None
+    static : ndarray of shape (N, dim) (or a stand-in whose ``static[rows]`` is one), or None
     rows : ndarray of int
     device : torch.device
     """
@@ -115,7 +115,5 @@ def batch_inputs(weights, static, rows, device):
     indices = torch.from_numpy(sub.indices.astype(np.int64)).to(device)
     offsets = torch.from_numpy(sub.indptr[:-1].astype(np.int64)).to(device)
     values = torch.from_numpy(sub.data).to(device)
-    if static is None:
-        return indices, offsets, values, None
-    part = static[torch.as_tensor(rows)] if torch.is_tensor(static) else static[rows]
-    return indices, offsets, values, torch.as_tensor(part).to(device)
+    v = None if static is None else torch.from_numpy(static[rows]).to(device)
+    return indices, offsets, values, v
