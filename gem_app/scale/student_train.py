@@ -295,10 +295,11 @@ def train_network(data, shape, seed, train, val, schedule, rng, epochs=None):
 
 def network_proba(net, weights, static, rows, device) -> np.ndarray:
     """Softmax outputs of ``net`` for some rows, shape (len(rows), K), float32 numpy."""
-    out = [np.zeros((0, net.head.out_features if net.head else net.ngrams.embedding_dim))]
+    K = net.head.out_features if net.head else net.ngrams.embedding_dim
+    out = [np.zeros((0, K), dtype=np.float32)]
     with torch.no_grad():
         for start in range(0, len(rows), 4096):
             part = rows[start : start + 4096]
             logits = net(*batch_inputs(weights, static, part, device))
             out.append(torch.softmax(logits, 1).cpu().numpy())
-    return np.concatenate(out).astype(np.float32)
+    return np.concatenate(out)
