@@ -37,7 +37,14 @@ import pandas as pd
 
 from gem_app.core.gem import GEM
 from gem_app.io.encoder import embed_texts
-from gem_app.scale.cascade import SIGNALS, agreement, cascade_curve, cascade_labels, confidence
+from gem_app.scale.cascade import (
+    SIGNALS,
+    agreement,
+    cascade_curve,
+    cascade_labels,
+    choose_threshold,
+    confidence,
+)
 from gem_app.scale.distill import measure_rate
 from gem_app.scale.student import Student
 
@@ -111,9 +118,9 @@ def main() -> None:
             rates = {"student_rate": student_rate, "teacher_rate": teacher_rate}
             curve_c = cascade_curve(c[rows_c], agrees[rows_c], THRESHOLDS, **rates)
             curve_e = cascade_curve(c[rows_e], agrees[rows_e], THRESHOLDS, **rates)
-            chosen = next((x for x in curve_c if x["agreement"] >= args.target), curve_c[-1])
-            at = next(x for x in curve_e if x["threshold"] == chosen["threshold"])
-            oracle = next(x for x in curve_e if x["agreement"] >= args.target)
+            # calibrated as a student chooses its threshold_; the oracle chooses on curve_e
+            at = _point(curve_e, choose_threshold(curve_c, args.target))
+            oracle = _point(curve_e, choose_threshold(curve_e, args.target))
             run["signals"][signal] = {"calibrated": at, "oracle": oracle, "curve": curve_e}
             print(
                 f"  {signal:>7}: calibrated threshold {at['threshold']:.3f} -> agreement "
@@ -143,6 +150,11 @@ def main() -> None:
         results["runs"].append(run)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+def _point(curve, threshold) -> dict:
+    """The curve's point at ``threshold``."""
+    return next(x for x in curve if x["threshold"] == threshold)
 
 
 def _seconds(function) -> float:
