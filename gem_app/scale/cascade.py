@@ -94,9 +94,9 @@ def mean_kl(teacher_proba, student_proba, eps=1e-12) -> float:
 def cascade_curve(confidence, agrees, thresholds=None, *, student_rate=None, teacher_rate=None):
     """Agreement and throughput of the cascade over confidence thresholds.
 
-    A document whose student confidence (under a routing signal, see
-    :func:`confidence`) is below the threshold is routed to encoder + teacher, which agrees with itself; the others keep the
-    student's answer. With rates (documents/s) of the student and of encoder +
+    A document whose student confidence (under a routing signal, see :func:`confidence`)
+    is below the threshold is routed to encoder + teacher, which agrees with itself; the
+    others keep the student's answer. With rates (documents/s) of the student and of encoder +
     teacher, the cascade rate is ``1 / (1/student_rate + routed/teacher_rate)`` (the
     student runs on every document).
 
