@@ -45,7 +45,7 @@ from gem_app.scale.cascade import (
     choose_threshold,
     confidence,
 )
-from gem_app.scale.distill import measure_rate
+from gem_app.scale.distill import timed_call
 from gem_app.scale.student import Student
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,8 +94,7 @@ def main() -> None:
         started = time.perf_counter()
         student = Student(random_state=args.seed).fit([texts[i] for i in train], q[train])
         fit_s = time.perf_counter() - started
-        p = student.predict_proba(test_texts)
-        student_rate = measure_rate(student.predict_proba, test_texts)
+        p, student_rate = timed_call(student.predict_proba, test_texts)
         run = {
             "labels": int(len(train)),
             "distill_s": fit_s,

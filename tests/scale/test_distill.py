@@ -28,6 +28,7 @@ from gem_app.scale.cascade import (
     confidence,
     mean_kl,
 )
+from gem_app.scale.distill import measure_rate, timed_call
 from gem_app.scale.hashing import hash_features, inverse_document_frequency, tfidf_weights
 from gem_app.scale.student import Student
 from gem_app.scale.student_files import STUDENT_JSON
@@ -98,6 +99,19 @@ def test_tfidf_in_place_and_by_chunks_equals_the_whole():
 
 
 # ----------------------------------------------------------------------------- metrics
+def test_timed_call_returns_the_result_and_measure_rate_repeats():
+    calls = []
+
+    def double(items):
+        calls.append(list(items))
+        return [2 * v for v in items]
+
+    result, rate = timed_call(double, [1, 2, 3])
+    assert result == [2, 4, 6] and calls == [[1, 2, 3]] and rate > 0
+    calls.clear()
+    assert measure_rate(double, [4, 5], repeat=3) > 0 and calls == [[4, 5]] * 3
+
+
 def test_agreement_and_kl_against_scipy():
     rng = np.random.default_rng(1)
     q = rng.dirichlet(np.ones(5), size=20)
