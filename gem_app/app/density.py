@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gem_app.utils.ordering import natural_key
 from gem_app.utils.validation import check_int
 
 __all__ = ["DensityRaster", "category_codes", "density_raster", "lonlat_pixels"]
@@ -139,10 +140,6 @@ def density_raster(
     return DensityRaster(counts=counts, by_category=by_category, value_sum=value_sum)
 
 
-def _natural_key(text: str):
-    return (0, int(text), "") if text.lstrip("-").isdigit() else (1, 0, text)
-
-
 def category_codes(values) -> tuple[np.ndarray, list[str]]:
     """Integer codes of categorical values and the categories in natural order.
 
@@ -156,7 +153,7 @@ def category_codes(values) -> tuple[np.ndarray, list[str]]:
     """
     text = np.asarray(values).astype(str)
     unique, inverse = np.unique(text, return_inverse=True)
-    order = sorted(range(len(unique)), key=lambda i: _natural_key(str(unique[i])))
+    order = sorted(range(len(unique)), key=lambda i: natural_key(str(unique[i])))
     rank = np.empty(len(unique), dtype=np.int64)
     rank[order] = np.arange(len(unique))
     return rank[inverse.reshape(-1)], [str(unique[i]) for i in order]

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from gem_app.utils.ordering import natural_key
 from gem_app.viz.density import density_layout_image, globe_density_surface
 from gem_app.viz.style import cluster_palette, finish
 
@@ -52,17 +53,13 @@ def _colour_spec(colour, n: int, colour_title: str, categories=None):
         }, [f"{v:.3g}" for v in values.astype(float)]
     as_text = values.astype(str)
     if categories is None:
-        categories = sorted(set(as_text.tolist()), key=_natural_key)
+        categories = sorted(set(as_text.tolist()), key=natural_key)
     categories = [str(c) for c in categories]
     missing = set(as_text.tolist()) - set(categories)
     if missing:
         raise ValueError(f"colour values {sorted(missing)[:3]} are not in categories")
     palette = dict(zip(categories, cluster_palette(len(categories)), strict=True))
     return {"color": [palette[c] for c in as_text]}, as_text.tolist()
-
-
-def _natural_key(text: str):
-    return (0, int(text), "") if text.lstrip("-").isdigit() else (1, 0, text)
 
 
 def _hover(snippets, colour_text, n, colour_title):

@@ -9,6 +9,7 @@ import pytest
 
 from gem_app.app.density import category_codes, density_raster, lonlat_pixels
 from gem_app.app.projection import sphere_to_lonlat
+from gem_app.utils.ordering import natural_key
 from gem_app.viz import cluster_palette, flat_map_figure, globe_figure
 from gem_app.viz.density import png_data_uri, shade_categories, shade_counts, shade_values
 from tests.app.helpers import plotly_array
@@ -64,6 +65,11 @@ def test_category_codes_natural_order():
     codes, cats = category_codes(np.array(["10", "b", "2", "a", "2"]))
     assert cats == ["2", "10", "a", "b"]
     np.testing.assert_array_equal(codes, [1, 3, 0, 2, 0])
+
+
+def test_natural_key_puts_integer_names_by_value_before_the_others():
+    names = ["10", "b", "2", "-3", "A", "a10", "a2"]
+    assert sorted(names, key=natural_key) == ["-3", "2", "10", "A", "a10", "a2", "b"]
 
 
 def _png_pixels(uri):
