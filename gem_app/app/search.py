@@ -113,6 +113,8 @@ def fold_correction(embeddings, mean=None, whitening=None, *, chunk_rows: int = 
         rows = slice(start, start + len(block))
         inv_norm[rows] = np.where(ok, 1.0 / np.where(ok, norms, 1.0), 0.0)
         scale[rows] = inv_norm[rows] / np.where(ok, lengths, 1.0)
+    for factor in (scale, inv_norm):  # shared by the app's sessions: read-only
+        factor.setflags(write=False)
     return FoldedCorrection(m, L, scale, inv_norm)
 
 

@@ -117,5 +117,7 @@ def test_the_folded_correction_ranks_as_the_fitted_transform(whiten):
     z = z if whitening is None else whitening @ z
     expected = z @ x_q / np.linalg.norm(z)
     np.testing.assert_allclose(folded.scores(X[42:43], 42, x_q), [expected], rtol=1e-5)
+    with pytest.raises(ValueError, match="read-only"):  # shared between sessions
+        folded.scale[0] = 1.0
     with pytest.raises(ValueError, match="has 2000 rows, not 10"):
         search_documents(query, X[:10], transform=model.transform, folded=folded)
